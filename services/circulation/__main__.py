@@ -1,0 +1,4 @@
+from services.circulation.app import spec
+from shared.service import run
+
+run(spec, "circulation")

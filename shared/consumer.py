@@ -1,0 +1,233 @@
+"""Consumers: each fetched batch handled in one transaction, offsets committed after it.
+
+The batch path is the fast path (group commit: one transaction per fetch). When a batch
+fails for a reason that is not transient, the batch is retried record by record so one
+poison record is dead-lettered and the rest still commit. Transient failures (database
+down, connection lost, serialization conflict) are retried with backoff and the offsets
+are never committed past them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from shared import logs, metrics
+from shared.events import Envelope, InvalidEvent, Payload, parse_bytes
+from shared.outbox import ServiceContext, UnitOfWork
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
+Prefetch = Callable[[UnitOfWork, Sequence[tuple[Envelope, Payload]]], Awaitable[None]]
+
+# SQLSTATE classes that mean "try again later": connection exceptions, transaction
+# rollback (serialization, deadlock), insufficient resources, operator intervention.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the same work may succeed later, so the offset must not move past it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | ConnectionError | TimeoutError | PoolTimeout):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+            return True
+        name = type(current).__name__
+        if name in {"InterfaceError", "ConnectionDoesNotExistError", "CannotConnectNowError",
+                    "InternalClientError", "ConnectionFailureError"}:
+            return True
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return False
+
+
+@dataclass
+class Incoming:
+    """One record as fetched, with its parsed event or the reason it can't be handled."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]
+    envelope: Envelope | None = None
+    payload: Payload | None = None
+    error: InvalidEvent | None = None
+
+    @classmethod
+    def from_record(cls, record: ConsumerRecord) -> Incoming:
+        item = cls(record.topic, record.partition, record.offset, record.key, record.value,
+                   list(record.headers or ()))
+        try:
+            item.envelope, item.payload = parse_bytes(record.value)
+        except InvalidEvent as exc:
+            item.error = exc
+        return item
+
+
+class EventProcessor:
+    """Applies incoming events through a service's handlers, exactly once per (source, id)."""
+
+    def __init__(self, ctx: ServiceContext, handlers: dict[str, Handler],
+                 prefetch: Prefetch | None = None) -> None:
+        self.ctx = ctx
+        self.handlers = handlers
+        self.prefetch = prefetch
+
+    async def process(self, items: Sequence[Incoming]) -> None:
+        """Handle a batch; raise only for transient failures (the caller retries)."""
+        started = time.perf_counter()
+        try:
+            async with UnitOfWork(self.ctx) as uow:
+                await self._apply(uow, items)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch failed; isolating records one by one",
+                        extra={"error": repr(exc), "records": len(items)})
+            for item in items:
+                await self._process_one(item)
+        metrics.BATCH_SECONDS.labels(self.ctx.service).observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels(self.ctx.service).observe(len(items))
+
+    async def _process_one(self, item: Incoming) -> None:
+        try:
+            async with UnitOfWork(self.ctx) as uow:
+                await self._apply(uow, [item])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("handler failed; dead-lettering the record")
+            async with UnitOfWork(self.ctx) as uow:
+                uow.dead_letter(
+                    topic=item.topic, partition=item.partition, offset=item.offset,
+                    key=item.key, value=item.value, headers=item.headers,
+                    error=f"{type(exc).__name__}: {exc}", error_type="handler_error",
+                )
+
+    async def _apply(self, uow: UnitOfWork, items: Sequence[Incoming]) -> None:
+        wanted: list[Incoming] = []
+        for item in items:
+            if item.error is not None:
+                uow.dead_letter(
+                    topic=item.topic, partition=item.partition, offset=item.offset,
+                    key=item.key, value=item.value, headers=item.headers,
+                    error=item.error.reason, error_type=item.error.error_type,
+                )
+            elif item.envelope is not None and item.envelope.type in self.handlers:
+                wanted.append(item)
+        if not wanted:
+            return
+        fresh = await uow.claim_inbox([i.envelope.key for i in wanted])  # type: ignore[union-attr]
+        todo: list[tuple[Envelope, Payload]] = []
+        for item in wanted:
+            env = item.envelope
+            assert env is not None and item.payload is not None
+            if env.key in fresh:
+                fresh.discard(env.key)  # a second copy inside the same batch is a duplicate
+                todo.append((env, item.payload))
+            else:
+                metrics.DUPLICATES.labels(self.ctx.service, env.type).inc()
+        if self.prefetch and todo:
+            await self.prefetch(uow, todo)
+        for env, payload in todo:
+            await self.apply_event(uow, env, payload)
+
+    async def apply_event(self, uow: UnitOfWork, env: Envelope, payload: Payload) -> None:
+        token_c = logs.correlation_id.set(env.correlationid or env.id)
+        token_e = logs.event_id.set(env.id)
+        started = time.perf_counter()
+        try:
+            await self.handlers[env.type](uow, env, payload)
+        finally:
+            logs.correlation_id.reset(token_c)
+            logs.event_id.reset(token_e)
+        metrics.HANDLER_SECONDS.labels(self.ctx.service, env.type).observe(
+            time.perf_counter() - started
+        )
+        metrics.CONSUMED.labels(self.ctx.service, env.type).inc()
+
+
+async def _keep_raw_parser(records: tuple[ConsumerRecord, ...], original: Any) -> Any:
+    # FastStream decodes header values as UTF-8 to build its message; a record with binary
+    # headers must still reach the dead-letter topic intact, so parse a header-less copy
+    # and hand the untouched records to the handler.
+    stripped = tuple(dataclasses.replace(r, headers=()) for r in records)
+    message = await original(stripped)
+    message.raw_message = records
+    return message
+
+
+async def _no_decode(message: Any, original: Any) -> Any:
+    return message.raw_message
+
+
+def subscribe(
+    broker: KafkaBroker,
+    processor: EventProcessor,
+    topics: Sequence[str],
+    settings: Settings,
+    group_id: str | None = None,
+) -> Any:
+    """Attach the service's batch consumer: one group, all its topics, manual commit."""
+    service = processor.ctx.service
+    state = {"failures": 0}
+
+    @broker.subscriber(
+        *topics,
+        group_id=group_id or service,
+        batch=True,
+        max_records=settings.kafka_max_records,
+        batch_timeout_ms=200,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        ack_policy=AckPolicy.MANUAL,
+        parser=_keep_raw_parser,
+        decoder=_no_decode,
+    )
+    async def on_batch(records: Any, message: KafkaMessage) -> None:
+        items = [Incoming.from_record(r) for r in message.raw_message]
+        try:
+            await processor.process(items)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transient: rewind and retry, never commit
+            state["failures"] += 1
+            delay = min(0.2 * 2 ** (state["failures"] - 1), 5.0)
+            metrics.RETRIES.labels(service).inc()
+            log.warning("batch failed transiently; will retry",
+                        extra={"error": repr(exc), "retry_in_s": delay,
+                               "attempt": state["failures"]})
+            await asyncio.sleep(delay)
+            await message.nack()
+            return
+        state["failures"] = 0
+        try:
+            await message.ack()
+        except Exception as exc:  # noqa: BLE001 - a lost commit only means a redelivery
+            log.warning("offset commit failed; records will be redelivered and de-duplicated",
+                        extra={"error": repr(exc)})
+
+    return on_batch
