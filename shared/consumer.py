@@ -195,7 +195,7 @@ def subscribe(
 
     @broker.subscriber(
         *topics,
-        group_id=group_id or service,
+        group_id=group_id or settings.topic(service),
         batch=True,
         max_records=settings.kafka_max_records,
         batch_timeout_ms=200,

@@ -819,3 +819,14 @@ class EmbeddedKafka:
             if time.monotonic() >= deadline:
                 raise self._fail(f"was not ready within {timeout:.0f}s", offset)
             time.sleep(0.02)
+
+
+def spawn_bound(cmd: list[str], death_signal: int = signal.SIGTERM,
+                **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a child in its own session that still dies with this process.
+
+    Its own session keeps a terminal's Ctrl-C away from it, so the parent decides the
+    shutdown order; the parent-death signal covers a parent killed with SIGKILL.
+    """
+    return _spawn(cmd, start_new_session=True, preexec_fn=_pdeathsig_preexec(death_signal),
+                  **kwargs)

@@ -1,0 +1,4 @@
+from services.acquisition.app import spec
+from shared.service import run
+
+run(spec, "acquisition")

@@ -1,0 +1,178 @@
+"""The shared mechanics against the real broker and Postgres (circulation is the vehicle).
+
+Outbox: only committed events are published. Inbox: a redelivered event has one effect.
+Dead letters: unusable records land in dlq.<service> with the reason; the stream moves on.
+Outage: while Postgres is down the batch is retried and its offsets are not committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import func, select
+
+from services.circulation.app import spec
+from services.circulation.models import Transfer
+from shared import metrics
+from shared.db import make_engine, make_sessionmaker, migrate
+from shared.events import BranchCheckin
+from shared.outbox import OutboxRelay, ServiceContext, UnitOfWork
+from shared.broker import make_producer
+from services.circulation.models import TABLES
+from tests.support import (
+    Infra,
+    branch_event,
+    cloud_event,
+    events_of,
+    eventually,
+    new_env,
+    produce,
+    read_topic,
+    running_service,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def cataloged(barcode: str, owner: str) -> dict:
+    return cloud_event(
+        "cataloging.item_cataloged", barcode,
+        {"barcode": barcode, "bib_id": "bib-1", "title": "T", "call_number": "X",
+         "owning_branch": owner, "site": owner},
+        source="branchline/cataloging",
+    )
+
+
+async def test_relay_publishes_exactly_the_committed_events(infra: Infra) -> None:
+    settings = await new_env(infra)
+    engine = make_engine(settings.database_url, 2)
+    await migrate(engine, spec().migrations_dir, "circulation")
+    ctx = ServiceContext("circulation", TABLES, make_sessionmaker(engine))
+
+    async with UnitOfWork(ctx) as uow:
+        uow.emit("branch.checkin", "KEEP-1", BranchCheckin(branch="A", barcode="KEEP-1"))
+        uow.emit("branch.checkin", "KEEP-2", BranchCheckin(branch="A", barcode="KEEP-2"))
+    with pytest.raises(RuntimeError):
+        async with UnitOfWork(ctx) as uow:
+            uow.emit("branch.checkin", "GONE-1", BranchCheckin(branch="A", barcode="GONE-1"))
+            raise RuntimeError("the use case failed after emitting")
+
+    producer = make_producer(settings, "test-relay")
+    await producer.start()
+    relay = OutboxRelay(ctx, producer, topic_prefix=settings.kafka_topic_prefix)
+    try:
+        assert await relay.drain_once() == 2
+        assert await relay.drain_once() == 0  # published rows are gone from the outbox
+    finally:
+        await producer.stop()
+        await engine.dispose()
+    records = await read_topic(settings, "branch.events", at_least=2, settle=2.0)
+    assert sorted(r.key for r in records) == [b"KEEP-1", b"KEEP-2"]
+
+
+async def test_duplicate_delivery_has_one_effect(infra: Infra) -> None:
+    settings = await new_env(infra)
+    async with running_service(spec(), settings) as client:
+        await produce(settings, "cataloging.items", [cataloged("D1", "JX-A")])
+        checkin = branch_event("branch.checkin", "JX-B", "D1")
+        # the same event three times: twice in one batch, once later
+        await produce(settings, "branch.events", [checkin, checkin])
+        await asyncio.sleep(1.0)
+        await produce(settings, "branch.events", [checkin])
+        records = await read_topic(settings, "circulation.transfers", at_least=1, settle=3.0)
+        assert len(events_of(records, "circulation.transfer_requested")) == 1
+        async with client.service.ctx.sessionmaker() as session:  # type: ignore[attr-defined]
+            count = (await session.execute(select(func.count()).select_from(Transfer))).scalar()
+        assert count == 1
+
+
+async def test_unusable_records_go_to_the_dead_letter_topic(infra: Infra) -> None:
+    settings = await new_env(infra)
+    async with running_service(spec(), settings) as client:
+        await produce(settings, "cataloging.items", [cataloged("G1", "JX-A")])
+        missing = branch_event("branch.checkin", "JX-B", "X3")
+        del missing["data"]["barcode"]
+        unknown = branch_event("branch.checkin", "JX-B", "X2")
+        unknown["type"] = "branch.teleported"
+        await produce(settings, "branch.events", [(b"X1", b"{not json")])
+        await produce(settings, "branch.events", [unknown, missing])
+        good = branch_event("branch.checkin", "JX-B", "G1")
+        await produce(settings, "branch.events", [good])
+
+        dlq = await read_topic(settings, "dlq.circulation", at_least=3, settle=1.0)
+        by_key = {r.key: dict(r.headers) for r in dlq}
+        assert set(by_key) == {b"X1", b"X2", b"X3"}
+        assert by_key[b"X1"]["error-type"] == b"not_json"
+        assert by_key[b"X2"]["error-type"] == b"unknown_type"
+        assert by_key[b"X3"]["error-type"] == b"invalid_data"
+        assert b"data.barcode" in by_key[b"X3"]["error"]
+        assert by_key[b"X1"]["original-topic"] == settings.topic("branch.events").encode()
+        assert {"original-partition", "original-offset"} <= {k for k in by_key[b"X2"]}
+        assert next(r.value for r in dlq if r.key == b"X1") == b"{not json"  # unchanged
+
+        async def moved_on():
+            r = await client.get("/items/G1", headers={"Authorization": "Bearer " + _admin()})
+            return r.json()["status"] == "in_transit"
+
+        await eventually(moved_on, what="the good record after the bad ones")
+
+
+def _admin() -> str:
+    from shared.auth import issue_token
+    from tests.support import SIGNING_KEY
+
+    return issue_token("admin", key=SIGNING_KEY)
+
+
+async def _committed(settings, group: str, topic: str) -> int:  # type: ignore[no-untyped-def]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        total = 0
+        for p in range(4):
+            offset = await consumer.committed(TopicPartition(settings.topic(topic), p))
+            total += offset or 0
+        return total
+    finally:
+        await consumer.stop()
+
+
+async def test_database_outage_is_retried_and_offsets_not_committed(infra: Infra) -> None:
+    if infra.postgres is None:
+        pytest.skip("needs the embedded Postgres to stop and start it")
+    settings = await new_env(infra)
+    pg = infra.postgres
+    async with running_service(spec(), settings) as client:
+        await produce(settings, "cataloging.items", [cataloged(f"O{i}", "JX-A") for i in range(20)])
+
+        async def registered():
+            r = await client.get("/items/O19", headers={"Authorization": "Bearer " + _admin()})
+            return r.status_code == 200
+
+        await eventually(registered, what="items registered")
+        retries_before = metrics.RETRIES.labels("circulation")._value.get()
+        await asyncio.to_thread(pg.stop)
+        try:
+            await produce(settings, "branch.events",
+                          [branch_event("branch.checkin", "JX-B", f"O{i}") for i in range(20)])
+
+            async def retried():
+                return metrics.RETRIES.labels("circulation")._value.get() >= retries_before + 2
+
+            await eventually(retried, timeout=30, what="retries during the outage")
+            group = settings.topic("circulation")
+            assert await _committed(settings, group, "branch.events") == 0
+        finally:
+            await asyncio.to_thread(pg.start)
+        records = await read_topic(settings, "circulation.transfers", at_least=20, timeout=60,
+                                   settle=2.0)
+        requested = events_of(records, "circulation.transfer_requested")
+        assert sorted(e["data"]["barcode"] for e in requested) == sorted(f"O{i}" for i in range(20))
+
+        async def committed_all():
+            return await _committed(settings, settings.topic("circulation"), "branch.events") == 20
+
+        await eventually(committed_all, what="offsets committed after recovery")

@@ -1,0 +1,184 @@
+"""Every event type of CONTRACTS.md round-trips; bad payloads are rejected naming the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.events import (
+    EVENT_TYPES,
+    InvalidEvent,
+    make_event,
+    parse_bytes,
+    payload_of,
+)
+
+T = "2026-11-22T10:00:00+08:00"
+SITE = {
+    "code": "JX-HN-01", "name": "Haining Library", "kind": "county", "lat": 30.53,
+    "lon": 120.68, "hub": "JX-HUB", "opening_hours": {"mon": [["09:00", "17:00"]]},
+    "courier_days": ["mon", "thu"], "floating_group": "north", "active": True,
+}
+SAMPLES: dict[str, dict] = {
+    "branch.checkout": {"branch": "JX-HN-01", "barcode": "B1", "patron": "P1", "due": "2026-12-22"},
+    "branch.checkin": {"branch": "JX-HN-01", "barcode": "B1"},
+    "branch.renewal": {"branch": "JX-HN-01", "barcode": "B1", "patron": "P1"},
+    "branch.hold_requested": {"branch": "JX-HN-01", "patron": "P1", "isbn": "9787020002207"},
+    "branch.hold_cancelled": {"branch": "JX-HN-01", "patron": "P1", "hold_id": "H1"},
+    "branch.item_missing": {"branch": "JX-HN-01", "barcode": "B1"},
+    "acquisition.order_opened": {
+        "order_id": "O1", "vendor_id": "V1", "fund_code": "F1", "currency": "CNY",
+        "lines": [{"line_id": "L1", "isbn": "9787020002207", "title": "Fortress",
+                   "unit_price": "38.50", "quantity": 3,
+                   "distribution": [{"branch": "JX-HN-01", "copies": 2},
+                                    {"branch": "JX-HY-01", "copies": 1}]}],
+    },
+    "acquisition.copies_received": {
+        "order_id": "O1", "line_id": "L1", "isbn": "9787020002207", "title": "Fortress",
+        "copies": [{"copy_id": "C1", "owning_branch": "JX-HN-01"}], "received_at": T,
+    },
+    "acquisition.order_cancelled": {"order_id": "O1", "line_ids": ["L1"], "reason": "vendor"},
+    "acquisition.order_closed": {"order_id": "O1"},
+    "cataloging.bib_upserted": {"bib_id": "BIB1", "isbns": ["9787020002207"], "title": "Fortress"},
+    "cataloging.item_cataloged": {
+        "barcode": "B1", "bib_id": "BIB1", "title": "Fortress", "call_number": "I247/Q1",
+        "owning_branch": "JX-HN-01", "site": "JX-CENTRAL",
+    },
+    "cataloging.item_withdrawn": {"barcode": "B1", "reason": "damaged"},
+    "circulation.item_checked_out": {"barcode": "B1", "branch": "JX-HN-01", "patron": "P1",
+                                     "loan_id": "LN1", "due": "2026-12-22"},
+    "circulation.item_checked_in": {"barcode": "B1", "branch": "JX-HN-01",
+                                    "disposition": "transfer"},
+    "circulation.item_status_changed": {"barcode": "B1", "bib_id": "BIB1", "status": "available",
+                                        "site": "JX-HN-01", "owning_branch": "JX-HN-01"},
+    "circulation.hold_placed": {"hold_id": "H1", "patron": "P1", "bib_id": "BIB1",
+                                "pickup_branch": "JX-HN-01"},
+    "circulation.hold_ready": {"hold_id": "H1", "barcode": "B1", "pickup_branch": "JX-HN-01",
+                               "expires_on": "2026-11-29"},
+    "circulation.hold_closed": {"hold_id": "H1", "outcome": "fulfilled"},
+    "circulation.transfer_requested": {
+        "transfer_id": "T1", "barcode": "B1", "from_site": "JX-HY-01", "to_site": "JX-HN-01",
+        "reason": "return_home", "requested_at": T,
+    },
+    "circulation.transfer_cancelled": {"transfer_id": "T1", "barcode": "B1", "reason": "x"},
+    "circulation.transfer_completed": {"transfer_id": "T1", "barcode": "B1", "site": "JX-HN-01"},
+    "network.site_upserted": SITE,
+    "logistics.shipment_created": {"shipment_id": "S1", "transfer_id": "T1", "barcode": "B1",
+                                   "from_site": "JX-HY-01", "to_site": "JX-HN-01"},
+    "logistics.shipment_picked_up": {"shipment_id": "S1", "transfer_id": "T1", "barcode": "B1",
+                                     "site": "JX-HY-01", "route_id": "R1"},
+    "logistics.shipment_arrived": {"shipment_id": "S1", "transfer_id": "T1", "barcode": "B1",
+                                   "site": "JX-HUB"},
+    "logistics.shipment_delivered": {"shipment_id": "S1", "transfer_id": "T1", "barcode": "B1",
+                                     "site": "JX-HN-01"},
+    "logistics.shipment_exception": {"shipment_id": "S1", "transfer_id": "T1", "barcode": "B1",
+                                     "kind": "damaged", "site": "JX-HUB"},
+    "logistics.shipment_cancelled": {"shipment_id": "S1", "transfer_id": "T1", "barcode": "B1"},
+    "logistics.route_planned": {
+        "route_id": "R1", "date": "2026-11-23", "vehicle": "V1", "depot": "JX-HUB",
+        "stops": [{"seq": 1, "site": "JX-HN-01", "eta": "09:30", "deliveries": 4,
+                   "pickups": 2}],
+        "distance_km": 41.5, "duration_min": 95,
+    },
+    "logistics.route_completed": {"route_id": "R1", "date": "2026-11-23", "completed_stops": 5,
+                                  "exceptions": 0},
+}
+
+
+def source_for(event_type: str, data: dict) -> str:
+    return f"branch/{data['branch']}" if event_type.startswith("branch.") else "branchline/test"
+
+
+def test_every_contract_type_has_a_sample() -> None:
+    assert set(SAMPLES) == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("event_type", sorted(SAMPLES))
+def test_round_trip(event_type: str) -> None:
+    model = EVENT_TYPES[event_type][1]
+    payload = model.model_validate(SAMPLES[event_type])
+    event = make_event(event_type, "subj", payload, source=source_for(event_type, SAMPLES[event_type]))
+    envelope, parsed = parse_bytes(event.to_bytes())
+    assert envelope.type == event_type and envelope.id == event.id
+    assert parsed == payload
+    assert json.loads(event.to_bytes())["specversion"] == "1.0"
+
+
+def _required_fields(event_type: str) -> list[str]:
+    model = EVENT_TYPES[event_type][1]
+    return [n for n, f in model.model_fields.items() if f.is_required()]
+
+
+@pytest.mark.parametrize("event_type", sorted(SAMPLES))
+def test_missing_field_is_named(event_type: str) -> None:
+    for field in _required_fields(event_type):
+        data = {k: v for k, v in SAMPLES[event_type].items() if k != field}
+        raw = {"specversion": "1.0", "id": "e1", "source": source_for(event_type, SAMPLES[event_type]),
+               "type": event_type, "time": T, "subject": "s", "data": data}
+        with pytest.raises(InvalidEvent) as info:
+            parse_bytes(json.dumps(raw).encode())
+        assert f"data.{field}" in info.value.fields, info.value.reason
+        assert info.value.error_type == "invalid_data"
+
+
+def test_wrong_type_is_named() -> None:
+    data = dict(SAMPLES["acquisition.order_opened"])
+    data["lines"] = [dict(data["lines"][0], quantity="three")]
+    raw = {"specversion": "1.0", "id": "e1", "source": "branchline/acquisition",
+           "type": "acquisition.order_opened", "time": T, "subject": "O1", "data": data}
+    with pytest.raises(InvalidEvent) as info:
+        parse_bytes(json.dumps(raw).encode())
+    assert "data.lines.0.quantity" in info.value.fields
+
+
+@pytest.mark.parametrize(
+    ("raw", "error_type", "field"),
+    [
+        (b"not json at all", "not_json", None),
+        (b"[1, 2]", "not_json", None),
+        (json.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "no.such",
+                     "time": T, "subject": "s", "data": {}}).encode(), "unknown_type", "type"),
+        (json.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "branch.checkin",
+                     "subject": "s", "data": {}}).encode(), "invalid_envelope", "time"),
+        (json.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "branch.checkin",
+                     "time": "2026-11-22T10:00:00", "subject": "s", "data": {}}).encode(),
+         "invalid_envelope", "time"),
+    ],
+)
+def test_unusable_records_say_why(raw: bytes, error_type: str, field: str | None) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_bytes(raw)
+    assert info.value.error_type == error_type
+    if field:
+        assert field in info.value.fields
+
+
+def test_branch_event_source_must_match_branch() -> None:
+    raw = {"specversion": "1.0", "id": "x", "source": "branch/JX-OTHER", "type": "branch.checkin",
+           "time": T, "subject": "B1", "data": {"branch": "JX-HN-01", "barcode": "B1"}}
+    with pytest.raises(InvalidEvent) as info:
+        parse_bytes(json.dumps(raw).encode())
+    assert info.value.fields == ["source"]
+
+
+def test_hold_request_needs_a_title() -> None:
+    raw = {"specversion": "1.0", "id": "x", "source": "branch/JX-HN-01",
+           "type": "branch.hold_requested", "time": T, "subject": "P1",
+           "data": {"branch": "JX-HN-01", "patron": "P1"}}
+    with pytest.raises(InvalidEvent):
+        parse_bytes(json.dumps(raw).encode())
+
+
+def test_unknown_fields_are_tolerated() -> None:
+    raw = {"specversion": "1.0", "id": "x", "source": "branch/JX-HN-01", "type": "branch.checkin",
+           "time": T, "subject": "B1", "future_attr": 1,
+           "data": {"branch": "JX-HN-01", "barcode": "B1", "shelf": "A3"}}
+    envelope = payload_of(parse_bytes(json.dumps(raw).encode())[0])
+    assert envelope.barcode == "B1"  # type: ignore[attr-defined]
+
+
+def test_make_event_refuses_the_wrong_payload() -> None:
+    payload = EVENT_TYPES["branch.checkin"][1].model_validate(SAMPLES["branch.checkin"])
+    with pytest.raises(TypeError):
+        make_event("logistics.shipment_created", "B1", payload, source="branchline/x")
