@@ -68,8 +68,9 @@ class Stack:
     """The local network: embedded Postgres and broker (unless external), four services."""
 
     def __init__(self, settings: Settings, state_dir: Path, ports: dict[str, int],
-                 log_dir: Path) -> None:
+                 log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.extra_env = extra_env or {}
         self.state_dir = state_dir
         self.ports = ports
         self.log_dir = log_dir
@@ -120,6 +121,7 @@ class Stack:
         if self.kafka is not None:  # the embedded broker takes short group timeouts
             env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "2000")
             env.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "500")
+        env.update(self.extra_env)
         return env
 
     def start_service(self, name: str) -> None:

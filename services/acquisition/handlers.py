@@ -140,18 +140,23 @@ async def create_order(uow: UnitOfWork, order: NewOrder) -> PurchaseOrder:
     po = PurchaseOrder(order_id=new_id(), vendor_id=order.vendor_id,
                        fund_code=order.fund_code, currency=order.currency,
                        status="pending", created_at=utcnow())
+    rows = [
+        OrderLine(line_id=new_id(), order_id=po.order_id, position=position, isbn=isbn,
+                  title=line.title, author=line.author, publisher=line.publisher,
+                  year=line.year, unit_price=line.unit_price, quantity=line.quantity)
+        for position, (line, isbn) in enumerate(zip(order.lines, isbns, strict=True))
+    ]
+    # Parents are flushed before children: the tables refer to each other by foreign key.
     uow.session.add(po)
-    await uow.session.flush()  # the order row first: its lines refer to it
-    for position, (line, isbn) in enumerate(zip(order.lines, isbns, strict=True)):
-        row = OrderLine(line_id=new_id(), order_id=po.order_id, position=position, isbn=isbn,
-                        title=line.title, author=line.author, publisher=line.publisher,
-                        year=line.year, unit_price=line.unit_price, quantity=line.quantity)
-        uow.session.add(row)
-        uow.session.add_all(
-            LineDistribution(line_id=row.line_id, branch=share.branch, position=k,
-                             copies=share.copies)
-            for k, share in enumerate(line.distribution)
-        )
+    await uow.session.flush()
+    uow.session.add_all(rows)
+    await uow.session.flush()
+    uow.session.add_all(
+        LineDistribution(line_id=row.line_id, branch=share.branch, position=k,
+                         copies=share.copies)
+        for row, line in zip(rows, order.lines, strict=True)
+        for k, share in enumerate(line.distribution)
+    )
     return po
 
 

@@ -300,9 +300,8 @@ def apply_scan(shipment: ShipmentState, kind: str, site: str) -> ScanEffect:
     if not is_open(status):
         return ScanEffect("ignored", f"the shipment is {status}")
     if kind in ("arrive", "depart"):
-        return ScanEffect("ignored", f"an {kind} scan records the stop; it moves no shipment"
-                          if kind == "arrive" else "a depart scan records the stop; "
-                          "it moves no shipment")
+        article = "an" if kind == "arrive" else "a"
+        return ScanEffect("ignored", f"{article} {kind} scan records the stop, not a shipment")
     if kind == "load":
         if status == "picked_up":
             return ScanEffect("ignored", "already loaded on a vehicle")

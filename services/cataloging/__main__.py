@@ -1,0 +1,4 @@
+from services.cataloging.app import spec
+from shared.service import run
+
+run(spec, "cataloging")

@@ -1,0 +1,208 @@
+"""Cataloging's HTTP surface: look up items and titles, search the network, import MARC."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
+from pydantic import BaseModel
+from sqlalchemy import case, func, or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.cataloging import domain, handlers
+from services.cataloging.marc import NotMarc, read_marc
+from services.cataloging.models import Bib, Item, Site
+from shared.auth import Principal, current_principal, require
+from shared.service import ServiceDep
+
+router = APIRouter()
+
+#: A MARC file larger than this is refused (413) rather than read into memory.
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+
+
+class BibView(BaseModel):
+    bib_id: str
+    isbn13: str | None
+    isbn_valid: bool
+    title: str
+    author: str | None
+    publisher: str | None
+    year: int | None
+
+
+class BranchHoldings(BaseModel):
+    """Copies a branch owns, and copies available on its shelf now (owned or not)."""
+
+    branch: str
+    name: str | None
+    holdings: int
+    available: int
+
+
+class BibWithHoldings(BibView):
+    holdings: list[BranchHoldings]
+    total_items: int
+    total_available: int
+
+
+class ItemView(BaseModel):
+    barcode: str
+    copy_id: str | None
+    call_number: str
+    owning_branch: str
+    site: str
+    status: str
+    created_at: datetime
+    bib: BibView
+
+
+class SearchResults(BaseModel):
+    query: str
+    results: list[BibWithHoldings]
+
+
+class SkippedRecord(BaseModel):
+    index: int
+    reason: str
+
+
+class ImportReport(BaseModel):
+    imported: int
+    updated: int
+    skipped: list[SkippedRecord]
+
+
+def _bib_view(bib: Bib) -> BibView:
+    return BibView(bib_id=bib.bib_id, isbn13=bib.isbn13, isbn_valid=bib.isbn_valid,
+                   title=bib.title, author=bib.author, publisher=bib.publisher, year=bib.year)
+
+
+async def _with_holdings(session: AsyncSession, bibs: Sequence[Bib]) -> list[BibWithHoldings]:
+    """Per-branch counts for these bibs in two grouped queries, whatever their number."""
+    ids = [b.bib_id for b in bibs]
+    counts: dict[str, dict[str, list[int]]] = {i: {} for i in ids}
+    if ids:
+        owned = await session.exec(
+            select(Item.bib_id, Item.owning_branch, func.count())
+            .where(col(Item.bib_id).in_(ids), col(Item.status) != "withdrawn")
+            .group_by(col(Item.bib_id), col(Item.owning_branch))
+        )
+        for bib_id, branch, n in owned:
+            counts[bib_id].setdefault(branch, [0, 0])[0] = n
+        on_shelf = await session.exec(
+            select(Item.bib_id, Item.site, func.count())
+            .where(col(Item.bib_id).in_(ids), col(Item.status) == "available")
+            .group_by(col(Item.bib_id), col(Item.site))
+        )
+        for bib_id, site, n in on_shelf:
+            counts[bib_id].setdefault(site, [0, 0])[1] = n
+    codes = {code for per_bib in counts.values() for code in per_bib}
+    names: dict[str, str] = {}
+    if codes:
+        rows = await session.exec(select(Site.code, Site.name).where(col(Site.code).in_(codes)))
+        names = dict(rows.all())
+    out = []
+    for bib in bibs:
+        per_branch = [
+            BranchHoldings(branch=code, name=names.get(code), holdings=h, available=a)
+            for code, (h, a) in sorted(counts[bib.bib_id].items())
+        ]
+        out.append(BibWithHoldings(
+            **_bib_view(bib).model_dump(), holdings=per_branch,
+            total_items=sum(b.holdings for b in per_branch),
+            total_available=sum(b.available for b in per_branch),
+        ))
+    return out
+
+
+@router.get("/items/{barcode}", response_model=ItemView, tags=["items"])
+async def get_item(
+    barcode: str,
+    service: ServiceDep,
+    _: Annotated[Principal, Depends(current_principal)],
+) -> ItemView:
+    async with service.ctx.sessionmaker() as session:
+        item = await session.get(Item, barcode)
+        if item is None:
+            raise HTTPException(404, f"no item with barcode {barcode!r}")
+        bib = await session.get(Bib, item.bib_id)
+    assert bib is not None  # foreign key
+    return ItemView(barcode=item.barcode, copy_id=item.copy_id, call_number=item.call_number,
+                    owning_branch=item.owning_branch, site=item.site, status=item.status,
+                    created_at=item.created_at, bib=_bib_view(bib))
+
+
+@router.get("/bibs/{bib_id}", response_model=BibWithHoldings, tags=["bibs"])
+async def get_bib(
+    bib_id: str,
+    service: ServiceDep,
+    _: Annotated[Principal, Depends(current_principal)],
+) -> BibWithHoldings:
+    async with service.ctx.sessionmaker() as session:
+        bib = await session.get(Bib, bib_id)
+        if bib is None:
+            raise HTTPException(404, f"no bib with id {bib_id!r}")
+        return (await _with_holdings(session, [bib]))[0]
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@router.get("/search", response_model=SearchResults, tags=["bibs"])
+async def search(
+    service: ServiceDep,
+    _: Annotated[Principal, Depends(current_principal)],
+    q: Annotated[str, Query(min_length=1, max_length=200,
+                            description="words of the title or author, or an ISBN")],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> SearchResults:
+    """One search across the network: titles with every branch's holdings and availability."""
+    term = q.strip()
+    if not term:
+        raise HTTPException(422, [{"loc": ["query", "q"], "msg": "q must not be blank",
+                                   "type": "value_error"}])
+    pattern = _like(term)
+    conditions = [col(Bib.title).ilike(pattern, escape="\\"),
+                  col(Bib.author).ilike(pattern, escape="\\")]
+    order = [col(Bib.title), col(Bib.bib_id)]
+    isbn = domain.normalize_isbn(term)
+    if isbn is not None:
+        conditions.append(col(Bib.isbn13) == isbn.value)
+        order.insert(0, case((col(Bib.isbn13) == isbn.value, 0), else_=1))
+    async with service.ctx.sessionmaker() as session:
+        bibs = (await session.exec(
+            select(Bib).where(or_(*conditions)).order_by(*order).limit(limit)
+        )).all()
+        results = await _with_holdings(session, bibs)
+    return SearchResults(query=term, results=results)
+
+
+@router.post("/imports", status_code=status.HTTP_201_CREATED, response_model=ImportReport,
+             tags=["bibs"])
+async def import_marc(
+    service: ServiceDep,
+    _: Annotated[Principal, require("cataloger")],
+    file: Annotated[UploadFile, File(description="MARC 21 records, binary ISO 2709")],
+) -> ImportReport:
+    """Create or update bibs by ISBN from a MARC file; unreadable records are listed."""
+    data = await file.read(MAX_IMPORT_BYTES + 1)
+    if len(data) > MAX_IMPORT_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                            f"file: larger than {MAX_IMPORT_BYTES} bytes; split it")
+    try:
+        records = read_marc(data)
+    except NotMarc as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": ["body", "file"], "msg": str(exc), "type": "not_marc"}],
+        ) from exc
+    async with service.uow() as uow:
+        result = await handlers.import_bibs(uow, records)
+    return ImportReport(imported=result.imported, updated=result.updated,
+                        skipped=[SkippedRecord(**s) for s in result.skipped])

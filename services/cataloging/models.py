@@ -1,0 +1,75 @@
+"""Cataloging's tables (schema `cataloging`): bib records, items, the network's sites.
+
+Item barcodes come from the Postgres sequence `cataloging.barcode_seq` (created by the
+migration), so every process of the service draws distinct serials.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, ForeignKey, String
+from sqlmodel import Field, SQLModel
+
+from shared.outbox import outbox_tables
+
+SCHEMA = "cataloging"
+TABLES = outbox_tables(SCHEMA)
+BARCODE_SEQUENCE = f"{SCHEMA}.barcode_seq"
+
+
+def _ts(nullable: bool = True) -> Column:  # type: ignore[type-arg]
+    return Column(DateTime(timezone=True), nullable=nullable)
+
+
+class Bib(SQLModel, table=True):
+    """One title: the bibliographic record every copy of it points to.
+
+    `isbn13` is the normalised ISBN-13, or the given digits when `isbn_valid` is False
+    (see domain.normalize_isbn); NULL only for a title received without any ISBN.
+    """
+
+    __table_args__ = {"schema": SCHEMA}
+
+    bib_id: str = Field(primary_key=True)
+    isbn13: str | None = Field(default=None, unique=True)
+    isbn_valid: bool = True
+    title: str
+    author: str | None = None
+    publisher: str | None = None
+    year: int | None = None
+    created_at: datetime = Field(sa_column=_ts(False))
+    updated_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class Item(SQLModel, table=True):
+    """One copy on a shelf somewhere: its barcode, call number and owning branch.
+
+    `status` and `site` are circulation's (kept from `circulation.item_status_changed` for
+    availability in search); cataloging only sets them when the copy is catalogued.
+    """
+
+    __table_args__ = {"schema": SCHEMA}
+
+    barcode: str = Field(primary_key=True)
+    bib_id: str = Field(
+        sa_column=Column(String, ForeignKey(f"{SCHEMA}.bib.bib_id"), nullable=False, index=True)
+    )
+    copy_id: str | None = Field(default=None, unique=True)
+    call_number: str
+    owning_branch: str = Field(index=True)
+    site: str
+    status: str = "in_processing"
+    status_at: datetime | None = Field(default=None, sa_column=_ts())
+    created_at: datetime = Field(sa_column=_ts(False))
+
+
+class Site(SQLModel, table=True):
+    """What cataloging keeps of the network: names for holdings displays."""
+
+    __table_args__ = {"schema": SCHEMA}
+
+    code: str = Field(primary_key=True)
+    name: str
+    kind: str
+    active: bool = True

@@ -1,0 +1,182 @@
+"""Logistics' HTTP surface: drivers scan, dispatchers load the network, staff track items."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from pydantic import AwareDatetime, BaseModel, Field
+from sqlmodel import col, select
+
+from services.logistics import domain, handlers
+from services.logistics.models import Shipment, Site
+from shared.auth import Principal, current_principal, require
+from shared.service import ServiceDep
+
+router = APIRouter()
+
+Staff = Annotated[Principal, Depends(current_principal)]
+
+
+# --- the network --------------------------------------------------------------------------
+
+
+class NetworkLoaded(BaseModel):
+    sites: int
+
+
+@router.post("/network", response_model=NetworkLoaded, tags=["network"])
+async def post_network(
+    service: ServiceDep,
+    _: Annotated[Principal, require("dispatcher")],
+    document: Annotated[Any, Body(description='A network file: {"sites": [...]}')],
+) -> NetworkLoaded:
+    """Upsert every site of a network file and announce each on `network.sites`."""
+    try:
+        async with service.uow() as uow:
+            count = await handlers.load_network(uow, document)
+    except domain.InvalidNetwork as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": _network_loc(p), "site": p.site, "field": p.field, "msg": p.message,
+             "type": "invalid_network"}
+            for p in exc.problems
+        ]) from exc
+    return NetworkLoaded(sites=count)
+
+
+def _network_loc(problem: domain.NetworkProblem) -> list[Any]:
+    loc: list[Any] = ["body", "sites"]
+    if problem.index is not None:
+        loc.append(problem.index)
+        if problem.field != "site":
+            loc.extend(problem.field.replace("[", ".").replace("]", "").split("."))
+    return [int(p) if isinstance(p, str) and p.isdigit() else p for p in loc]
+
+
+class SiteView(BaseModel):
+    code: str
+    name: str
+    kind: str
+    lat: float
+    lon: float
+    hub: str
+    opening_hours: dict[str, list[list[str]]]
+    courier_days: list[str]
+    floating_group: str | None
+    active: bool
+    updated_at: datetime
+
+
+def _site_view(site: Site) -> SiteView:
+    return SiteView.model_validate(site, from_attributes=True)
+
+
+@router.get("/sites", response_model=list[SiteView], tags=["network"])
+async def list_sites(service: ServiceDep, _: Staff) -> list[SiteView]:
+    async with service.ctx.sessionmaker() as session:
+        rows = await session.execute(select(Site).order_by(col(Site.code)))
+        return [_site_view(s) for s in rows.scalars()]
+
+
+@router.get("/sites/{code}", response_model=SiteView, tags=["network"])
+async def get_site(code: str, service: ServiceDep, _: Staff) -> SiteView:
+    async with service.ctx.sessionmaker() as session:
+        site = await session.get(Site, code)
+    if site is None:
+        raise HTTPException(404, f"no site with code {code!r}")
+    return _site_view(site)
+
+
+# --- driver scans -------------------------------------------------------------------------
+
+
+class ScanIn(BaseModel):
+    """One scan from a driver's handset: at a stop, of items (or a crate), at a moment."""
+
+    scan_id: str = Field(min_length=1, description="Unique per scan; a re-sent scan is ignored")
+    route_id: str = Field(min_length=1)
+    site: str = Field(min_length=1)
+    kind: Literal["arrive", "load", "unload", "depart"]
+    barcodes: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    crate_id: str | None = Field(default=None, min_length=1)
+    time: AwareDatetime
+
+
+class ScanResult(BaseModel):
+    barcode: str
+    outcome: str = Field(description="picked_up | arrived | delivered | no_open_shipment | "
+                                     "ignored: <why>")
+    shipment_id: str | None
+
+
+class ScanOut(BaseModel):
+    scan_id: str
+    duplicate: bool
+    results: list[ScanResult]
+
+
+@router.post("/scans", response_model=ScanOut, tags=["drivers"])
+async def post_scan(
+    scan: ScanIn,
+    service: ServiceDep,
+    principal: Annotated[Principal, require("driver", "dispatcher")],
+) -> ScanOut:
+    """Apply a scan to each item's open shipment; what happened to each comes back."""
+    try:
+        async with service.uow() as uow:
+            report = await handlers.record_scan(
+                uow, scan_id=scan.scan_id, route_id=scan.route_id, site=scan.site,
+                kind=scan.kind, barcodes=scan.barcodes, crate_id=scan.crate_id,
+                time=scan.time, driver=principal.driver,
+            )
+    except handlers.UnknownSite as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": ["body", "site"], "msg": f"unknown site {scan.site!r}",
+             "type": "unknown_site"}
+        ]) from exc
+    return ScanOut(scan_id=report.scan_id, duplicate=report.duplicate,
+                   results=[ScanResult(**r) for r in report.results])
+
+
+# --- shipments ----------------------------------------------------------------------------
+
+
+class ShipmentView(BaseModel):
+    shipment_id: str
+    transfer_id: str
+    barcode: str
+    from_site: str
+    to_site: str
+    status: str
+    last_site: str
+    route_id: str | None
+    crate_id: str | None
+    created_at: datetime
+    picked_up_at: datetime | None
+    delivered_at: datetime | None
+    cancelled_at: datetime | None
+
+
+@router.get("/shipments", response_model=list[ShipmentView], tags=["shipments"])
+async def list_shipments(
+    service: ServiceDep,
+    _: Staff,
+    barcode: Annotated[str, Query(min_length=1, description="The item's barcode")],
+) -> list[ShipmentView]:
+    """Every shipment of one item, newest first."""
+    async with service.ctx.sessionmaker() as session:
+        rows = await session.execute(
+            select(Shipment).where(col(Shipment.barcode) == barcode)
+            .order_by(col(Shipment.created_at).desc())
+        )
+        return [ShipmentView.model_validate(s, from_attributes=True) for s in rows.scalars()]
+
+
+@router.get("/shipments/{shipment_id}", response_model=ShipmentView, tags=["shipments"])
+async def get_shipment(shipment_id: str, service: ServiceDep, _: Staff) -> ShipmentView:
+    async with service.ctx.sessionmaker() as session:
+        shipment = await session.get(Shipment, shipment_id)
+    if shipment is None:
+        raise HTTPException(404, f"no shipment with id {shipment_id!r}")
+    return ShipmentView.model_validate(shipment, from_attributes=True)

@@ -1,0 +1,260 @@
+"""Logistics' use cases: each runs inside the caller's transaction (state + inbox + outbox).
+
+Transfers arrive in batches of hundreds on the hot path; `prefetch` loads the shipments
+of every transfer in the batch with one query, so the per-event handlers below never ask
+the database themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlmodel import col
+
+from services.logistics import domain
+from services.logistics.models import Scan, Shipment, Site
+from shared.events import (
+    Envelope,
+    Payload,
+    ShipmentArrived,
+    ShipmentCancelled,
+    ShipmentCreated,
+    ShipmentDelivered,
+    ShipmentPickedUp,
+    SiteUpserted,
+    TransferCancelled,
+    TransferRequested,
+    new_id,
+    utcnow,
+)
+from shared.outbox import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+_BY_TRANSFER = "shipments_by_transfer"
+
+
+# --- transfers from circulation ----------------------------------------------------------
+
+
+async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) -> None:
+    """Load the shipment (or its absence) of every transfer the batch mentions, in one query."""
+    ids = {p.transfer_id for _, p in events if isinstance(p, TransferRequested | TransferCancelled)}
+    await _load_by_transfer(uow, ids)
+
+
+async def _load_by_transfer(uow: UnitOfWork, transfer_ids: set[str]) -> dict[str, Shipment | None]:
+    known: dict[str, Shipment | None] = uow.cache.setdefault(_BY_TRANSFER, {})
+    missing = transfer_ids - known.keys()
+    if missing:
+        rows = await uow.session.execute(
+            select(Shipment).where(col(Shipment.transfer_id).in_(missing))
+        )
+        found = {s.transfer_id: s for s in rows.scalars()}
+        known.update({tid: found.get(tid) for tid in missing})
+    return known
+
+
+async def on_transfer_requested(uow: UnitOfWork, env: Envelope, data: TransferRequested) -> None:
+    """One shipment per transfer: a redelivered or repeated request ships nothing twice."""
+    known = await _load_by_transfer(uow, {data.transfer_id})
+    if known[data.transfer_id] is not None:
+        return
+    shipment = Shipment(
+        shipment_id=new_id(), transfer_id=data.transfer_id, barcode=data.barcode,
+        from_site=data.from_site, to_site=data.to_site, status="created",
+        last_site=data.from_site, created_at=utcnow(),
+    )
+    uow.session.add(shipment)
+    known[data.transfer_id] = shipment
+    uow.emit(
+        "logistics.shipment_created", data.barcode,
+        ShipmentCreated(shipment_id=shipment.shipment_id, transfer_id=data.transfer_id,
+                        barcode=data.barcode, from_site=data.from_site, to_site=data.to_site),
+        cause=env,
+    )
+
+
+async def on_transfer_cancelled(uow: UnitOfWork, env: Envelope, data: TransferCancelled) -> None:
+    """Stop the shipment of a cancelled transfer unless the item was already delivered."""
+    shipment = (await _load_by_transfer(uow, {data.transfer_id}))[data.transfer_id]
+    if shipment is None:
+        log.info("cancelled transfer has no shipment", extra={"transfer_id": data.transfer_id})
+        return
+    if not domain.can_cancel(shipment.status):
+        return
+    shipment.status = "cancelled"
+    shipment.cancelled_at = env.time
+    uow.emit(
+        "logistics.shipment_cancelled", shipment.barcode,
+        ShipmentCancelled(shipment_id=shipment.shipment_id, transfer_id=shipment.transfer_id,
+                          barcode=shipment.barcode),
+        cause=env,
+    )
+
+
+HANDLERS = {
+    "circulation.transfer_requested": on_transfer_requested,
+    "circulation.transfer_cancelled": on_transfer_cancelled,
+}
+
+
+# --- the network --------------------------------------------------------------------------
+
+
+async def load_network(uow: UnitOfWork, document: Any) -> int:
+    """Validate a network file and upsert every site, announcing each on `network.sites`.
+
+    All or nothing: one bad site rejects the whole file (domain.InvalidNetwork), so the
+    network is never half loaded.
+    """
+    sites = domain.validate_network(document)
+    now = utcnow()
+    rows = [
+        {"code": s.code, "name": s.name, "kind": s.kind, "lat": s.lat, "lon": s.lon,
+         "hub": s.hub, "opening_hours": s.opening_hours, "courier_days": s.courier_days,
+         "floating_group": s.floating_group, "active": s.active, "updated_at": now}
+        for s in sites
+    ]
+    stmt = pg_insert(Site.__table__).values(rows)  # type: ignore[attr-defined]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["code"],
+        set_={name: stmt.excluded[name] for name in rows[0] if name != "code"},
+    )
+    await uow.session.execute(stmt)
+    for s in sites:
+        uow.emit(
+            "network.site_upserted", s.code,
+            SiteUpserted(code=s.code, name=s.name, kind=s.kind,  # type: ignore[arg-type]
+                         lat=s.lat, lon=s.lon, hub=s.hub,
+                         opening_hours=s.opening_hours,  # type: ignore[arg-type]
+                         courier_days=s.courier_days,  # type: ignore[arg-type]
+                         floating_group=s.floating_group, active=s.active),
+        )
+    return len(sites)
+
+
+# --- driver scans -------------------------------------------------------------------------
+
+
+class UnknownSite(LookupError):
+    """A scan at a site the network does not have (a typo would misplace every item)."""
+
+
+@dataclass
+class ScanReport:
+    scan_id: str
+    duplicate: bool
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def record_scan(
+    uow: UnitOfWork,
+    *,
+    scan_id: str,
+    route_id: str,
+    site: str,
+    kind: str,
+    barcodes: Sequence[str],
+    crate_id: str | None,
+    time: datetime,
+    driver: str | None = None,
+) -> ScanReport:
+    """Apply one driver scan to each item's open shipment; a re-sent scan changes nothing.
+
+    A scan with a crate but no barcodes means the crate's contents: the items loaded into
+    it that are still on their way.
+    """
+    s = uow.session
+    if await s.get(Site, site) is None:
+        raise UnknownSite(site)
+    claimed = await s.execute(
+        pg_insert(Scan.__table__)  # type: ignore[attr-defined]
+        .values(scan_id=scan_id, route_id=route_id, site=site, kind=kind,
+                barcodes=list(barcodes), crate_id=crate_id, driver=driver, time=time,
+                received_at=utcnow(), outcomes=[])
+        .on_conflict_do_nothing(index_elements=["scan_id"])
+        .returning(Scan.__table__.c.scan_id)  # type: ignore[attr-defined]
+    )
+    if claimed.first() is None:
+        stored = await s.execute(
+            select(Scan.__table__.c.outcomes).where(  # type: ignore[attr-defined]
+                Scan.__table__.c.scan_id == scan_id  # type: ignore[attr-defined]
+            )
+        )
+        return ScanReport(scan_id, duplicate=True, results=list(stored.scalar_one()))
+
+    wanted = list(dict.fromkeys(barcodes))
+    query = select(Shipment).where(col(Shipment.status).in_(domain.OPEN_STATUSES))
+    if wanted:
+        query = query.where(col(Shipment.barcode).in_(wanted))
+    elif crate_id:
+        query = query.where(col(Shipment.crate_id) == crate_id,
+                            col(Shipment.status) == "picked_up")
+    else:
+        query = None
+    open_by_barcode: dict[str, list[Shipment]] = {}
+    if query is not None:
+        rows = await s.execute(
+            query.order_by(col(Shipment.created_at).desc()).with_for_update()
+        )
+        for shipment in rows.scalars():
+            open_by_barcode.setdefault(shipment.barcode, []).append(shipment)
+    if not wanted:
+        wanted = sorted(open_by_barcode)
+
+    results = []
+    for barcode in wanted:
+        candidates = open_by_barcode.get(barcode, [])
+        if not candidates:
+            results.append({"barcode": barcode, "outcome": "no_open_shipment",
+                            "shipment_id": None})
+            continue
+        shipment, effect = _first_that_moves(candidates, kind, site)
+        if effect.moved:
+            _move(uow, shipment, effect, site=site, route_id=route_id, crate_id=crate_id,
+                  time=time)
+        results.append({"barcode": barcode, "outcome": effect.describe(),
+                        "shipment_id": shipment.shipment_id})
+    await s.execute(
+        update(Scan.__table__)  # type: ignore[attr-defined]
+        .where(Scan.__table__.c.scan_id == scan_id)  # type: ignore[attr-defined]
+        .values(outcomes=results)
+    )
+    return ScanReport(scan_id, duplicate=False, results=results)
+
+
+def _first_that_moves(candidates: list[Shipment], kind: str,
+                      site: str) -> tuple[Shipment, domain.ScanEffect]:
+    """The newest open shipment the scan moves; else the newest, with why it didn't."""
+    effects = [(s, domain.apply_scan(_state(s), kind, site)) for s in candidates]
+    return next(((s, e) for s, e in effects if e.moved), effects[0])
+
+
+def _state(shipment: Shipment) -> domain.ShipmentState:
+    return domain.ShipmentState(status=shipment.status, from_site=shipment.from_site,
+                                to_site=shipment.to_site, last_site=shipment.last_site)
+
+
+def _move(uow: UnitOfWork, shipment: Shipment, effect: domain.ScanEffect, *, site: str,
+          route_id: str, crate_id: str | None, time: datetime) -> None:
+    shipment.status = effect.outcome
+    shipment.last_site = site
+    ids = {"shipment_id": shipment.shipment_id, "transfer_id": shipment.transfer_id,
+           "barcode": shipment.barcode, "site": site}
+    if effect.outcome == "picked_up":
+        shipment.route_id, shipment.crate_id = route_id, crate_id
+        shipment.picked_up_at = shipment.picked_up_at or time
+        uow.emit("logistics.shipment_picked_up", shipment.barcode,
+                 ShipmentPickedUp(**ids, route_id=route_id, crate_id=crate_id))
+    elif effect.outcome == "arrived":
+        uow.emit("logistics.shipment_arrived", shipment.barcode, ShipmentArrived(**ids))
+    else:
+        shipment.delivered_at = time
+        uow.emit("logistics.shipment_delivered", shipment.barcode, ShipmentDelivered(**ids))

@@ -1,0 +1,48 @@
+"""Loading a network file without the HTTP app (`branchline network load FILE`).
+
+The sites and their `network.site_upserted` events commit in one transaction into the
+logistics schema's outbox; the logistics service's relay publishes them (right away if it
+is running, or as soon as it starts).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from services.logistics.handlers import load_network
+from services.logistics.models import SCHEMA, TABLES
+from shared.db import make_engine, make_sessionmaker, migrate, wait_for_database
+from shared.outbox import ServiceContext, UnitOfWork
+from shared.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEMO_NETWORK = Path(__file__).parent / "data" / "demo_network.json"
+
+
+def read_network_file(path: Path) -> Any:
+    """The parsed JSON of a network file; ValueError says why it isn't one."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+
+
+async def load_network_file(path: Path, settings: Settings) -> int:
+    """Validate and load the network file at `path`; return how many sites it upserted.
+
+    Raises domain.InvalidNetwork (naming each bad site and field) or ValueError (not
+    JSON). Brings the logistics schema up to date first, so it works before the service
+    has ever started.
+    """
+    document = read_network_file(path)
+    engine = make_engine(settings.db_url_for(SCHEMA), pool_size=1)
+    try:
+        await wait_for_database(engine)
+        await migrate(engine, MIGRATIONS, SCHEMA)
+        ctx = ServiceContext(SCHEMA, TABLES, make_sessionmaker(engine))
+        async with UnitOfWork(ctx) as uow:
+            return await load_network(uow, document)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,268 @@
+"""The two flows that define the system, across four service processes.
+
+(a) purchase to shelf; (b) return anywhere; (c) a repeated branch fact; (d) circulation
+SIGKILLed with 500 check-ins in flight: none lost, none doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from tests.e2e.conftest import E2E
+from tests.support import (
+    asyncpg_dsn,
+    branch_event,
+    cloud_event,
+    events_of,
+    eventually,
+    produce,
+    read_topic,
+)
+
+pytestmark = pytest.mark.e2e
+
+CENTRAL, HAINING, HAIYAN, PINGHU = "JX-CENTRAL", "JX-HN-01", "JX-HY-01", "JX-PH-01"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+async def item(system: E2E, barcode: str) -> dict:
+    r = await system.get("circulation", f"/items/{barcode}")
+    return r.json() if r.status_code == 200 else {}
+
+
+async def scan(system: E2E, site: str, kind: str, barcodes: list[str]) -> dict:
+    r = await system.post(
+        "logistics", "/scans",
+        {"scan_id": str(uuid.uuid4()), "route_id": "R-TEST", "site": site, "kind": kind,
+         "barcodes": barcodes, "time": now()},
+        role="driver", driver="driver-1",
+    )
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+async def shipment_for(system: E2E, barcode: str) -> dict:
+    async def created():
+        r = await system.get("logistics", f"/shipments?barcode={barcode}")
+        body = r.json() if r.status_code == 200 else []
+        open_ = [s for s in body if s["status"] == "created"]
+        return open_[0] if open_ else None
+
+    return await eventually(created, timeout=30, what=f"a shipment for {barcode}")
+
+
+def cataloged(barcode: str, owner: str) -> dict:
+    return cloud_event(
+        "cataloging.item_cataloged", barcode,
+        {"barcode": barcode, "bib_id": "bib-e2e", "title": "Midnight", "call_number": "I247/M",
+         "owning_branch": owner, "site": owner},
+        source="branchline/cataloging",
+    )
+
+
+async def test_a_purchase_to_shelf(system: E2E) -> None:
+    vendor, fund = f"V-{uuid.uuid4().hex[:6]}", f"F-{uuid.uuid4().hex[:6]}"
+    assert (await system.post("acquisition", "/vendors", {"vendor_id": vendor, "name": "Xinhua"},
+                              role="acquisitions")).status_code == 201
+    assert (await system.post("acquisition", "/funds",
+                              {"fund_code": fund, "name": "Adult fiction 2026",
+                               "budget": "10000.00", "currency": "CNY"},
+                              role="acquisitions")).status_code == 201
+    r = await system.post("acquisition", "/orders", {
+        "vendor_id": vendor, "fund_code": fund, "currency": "CNY",
+        "lines": [{"isbn": "7-02-000220-8", "title": "Fortress Besieged", "author": "Qian Zhongshu",
+                   "unit_price": "38.50", "quantity": 3,
+                   "distribution": [{"branch": HAINING, "copies": 2},
+                                    {"branch": HAIYAN, "copies": 1}]}],
+    }, role="acquisitions")
+    assert r.status_code == 201, r.text
+    order_id = r.json()["order_id"]
+    assert (await system.post("acquisition", f"/orders/{order_id}/open", {},
+                              role="acquisitions")).status_code in (200, 201)
+    order = (await system.get("acquisition", f"/orders/{order_id}", role="acquisitions")).json()
+    line_id = order["lines"][0]["line_id"]
+    r = await system.post("acquisition", f"/orders/{order_id}/receipts",
+                          {"line_id": line_id, "quantity": 3}, role="acquisitions")
+    assert r.status_code == 201, r.text
+    copies = {c["copy_id"]: c["owning_branch"] for c in r.json()["copies"]}
+    assert sorted(copies.values()) == [HAINING, HAINING, HAIYAN]
+
+    records = await read_topic(system.settings, "cataloging.items", at_least=3, timeout=60,
+                               where=lambda rec: b"item_cataloged" in rec.value
+                               and any(c.encode() in rec.value for c in copies))
+    items = {e["data"]["copy_id"]: e["data"] for e in events_of(records)}
+    assert set(items) == set(copies)
+    barcodes = {data["barcode"]: data["owning_branch"] for data in items.values()}
+    assert len(barcodes) == 3
+
+    for barcode, owner in barcodes.items():
+        assert items_owner(items, barcode) == copies_owner(copies, items, barcode)
+        shipment = await shipment_for(system, barcode)
+        assert (shipment["from_site"], shipment["to_site"]) == (CENTRAL, owner)
+        view = await item(system, barcode)
+        assert view["status"] == "in_transit" and view["open_transfer"]["reason"] == "new_item"
+
+    await scan(system, CENTRAL, "load", list(barcodes))
+    for owner in {HAINING, HAIYAN}:
+        await scan(system, owner, "unload", [b for b, o in barcodes.items() if o == owner])
+
+    for barcode, owner in barcodes.items():
+        async def shelved(barcode=barcode, owner=owner):
+            view = await item(system, barcode)
+            return view.get("status") == "available" and view.get("site") == owner and view
+
+        view = await eventually(shelved, timeout=30, what=f"{barcode} available at {owner}")
+        assert view["owning_branch"] == owner and view["open_transfer"] is None
+
+
+def items_owner(items: dict, barcode: str) -> str:
+    return next(d["owning_branch"] for d in items.values() if d["barcode"] == barcode)
+
+
+def copies_owner(copies: dict, items: dict, barcode: str) -> str:
+    return copies[next(c for c, d in items.items() if d["barcode"] == barcode)]
+
+
+async def test_b_return_anywhere(system: E2E) -> None:
+    barcode = f"E2E-B-{uuid.uuid4().hex[:6]}"
+    await produce(system.settings, "cataloging.items", [cataloged(barcode, HAINING)])
+
+    async def registered():
+        return (await item(system, barcode)).get("status") == "available"
+
+    await eventually(registered, what="item registered at its owner")
+    desk_out = branch_event("branch.checkout", HAINING, barcode, patron="P-1")
+    r = await system.post("circulation", "/branch-events", desk_out,
+                          role="desk", site=HAINING)
+    assert r.status_code == 202, r.text
+
+    async def on_loan():
+        view = await item(system, barcode)
+        return view.get("status") == "on_loan" and view
+
+    assert (await eventually(on_loan, what="on loan"))["loan"]["patron"] == "P-1"
+    r = await system.post("circulation", "/branch-events",
+                          branch_event("branch.checkin", PINGHU, barcode),
+                          role="branch_system", site=PINGHU)
+    assert r.status_code == 202, r.text
+    shipment = await shipment_for(system, barcode)
+    assert (shipment["from_site"], shipment["to_site"]) == (PINGHU, HAINING)
+    view = await item(system, barcode)
+    assert view["status"] == "in_transit" and view["loan"] is None
+    assert view["open_transfer"]["reason"] == "return_home"
+
+    await scan(system, PINGHU, "load", [barcode])
+    await scan(system, HAINING, "unload", [barcode])
+
+    async def home():
+        view = await item(system, barcode)
+        return view.get("status") == "available" and view.get("site") == HAINING
+
+    await eventually(home, what="available at the owner")
+    transfers = events_of(await read_topic(
+        system.settings, "circulation.transfers", at_least=1,
+        where=lambda rec: rec.key == barcode.encode()), "circulation.transfer_requested")
+    assert len({t["id"] for t in transfers}) == 1
+
+
+async def test_c_same_checkin_twice_makes_one_transfer(system: E2E) -> None:
+    barcode = f"E2E-C-{uuid.uuid4().hex[:6]}"
+    await produce(system.settings, "cataloging.items", [cataloged(barcode, HAINING)])
+
+    async def registered():
+        return (await item(system, barcode)).get("status") == "available"
+
+    await eventually(registered, what="item registered")
+    checkin = branch_event("branch.checkin", PINGHU, barcode)
+    for _ in range(2):
+        r = await system.post("circulation", "/branch-events", checkin,
+                              role="branch_system", site=PINGHU)
+        assert r.status_code == 202
+    await shipment_for(system, barcode)
+    records = await read_topic(system.settings, "circulation.transfers", at_least=1, settle=3.0,
+                               where=lambda rec: rec.key == barcode.encode())
+    assert len({t["id"] for t in events_of(records, "circulation.transfer_requested")}) == 1
+    shipments = (await system.get("logistics", f"/shipments?barcode={barcode}")).json()
+    assert len(shipments) == 1
+
+
+async def _count(dsn: str, sql: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
+async def test_d_sigkill_circulation_mid_stream_loses_and_doubles_nothing(system: E2E) -> None:
+    n = 500
+    tag = uuid.uuid4().hex[:6]
+    barcodes = [f"K{tag}{i:04d}" for i in range(n)]
+    dsn = asyncpg_dsn(system.settings.database_url)
+    await produce(system.settings, "cataloging.items", [cataloged(b, HAINING) for b in barcodes])
+
+    async def all_registered():
+        return await _count(dsn, f"SELECT count(*) FROM circulation.item "
+                                 f"WHERE barcode LIKE 'K{tag}%' AND status = 'available'") == n
+
+    await eventually(all_registered, timeout=60, what="500 items registered")
+
+    checkins = [branch_event("branch.checkin", PINGHU, b) for b in barcodes]
+    proc = system.stack.procs["circulation"]
+    killed_after = 0
+    for start in range(0, n, 50):
+        await produce(system.settings, "branch.events", checkins[start:start + 50])
+        if start == 150:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed_after = start + 50
+        await asyncio.sleep(0.05)
+    assert killed_after == 200
+    done_at_kill = await _count(
+        dsn, f"SELECT count(*) FROM circulation.transfer WHERE barcode LIKE 'K{tag}%'")
+    assert done_at_kill < n  # the kill really landed mid-stream
+
+    system.stack.start_service("circulation")
+    system.stack.procs = {**system.stack.procs}
+    system.stack.wait_healthy(timeout=90)
+
+    async def all_shipped():
+        return await _count(dsn, f"SELECT count(*) FROM logistics.shipment "
+                                 f"WHERE barcode LIKE 'K{tag}%'") >= n
+
+    await eventually(all_shipped, timeout=120, what="a shipment per check-in")
+    await asyncio.sleep(2)  # let any redelivery show itself
+    per_barcode = await _rows(dsn, f"SELECT barcode, count(*) FROM circulation.transfer "
+                                   f"WHERE barcode LIKE 'K{tag}%' GROUP BY barcode")
+    assert len(per_barcode) == n and set(per_barcode.values()) == {1}
+    shipped = await _rows(dsn, f"SELECT barcode, count(*) FROM logistics.shipment "
+                               f"WHERE barcode LIKE 'K{tag}%' GROUP BY barcode")
+    assert len(shipped) == n and set(shipped.values()) == {1}
+
+    records = await read_topic(system.settings, "logistics.shipments", at_least=n, timeout=60,
+                               where=lambda rec: rec.key.startswith(f"K{tag}".encode()))
+    created = events_of(records, "logistics.shipment_created")
+    ids_per_barcode = Counter()
+    for barcode in {e["data"]["barcode"] for e in created}:
+        ids_per_barcode[barcode] = len({e["data"]["shipment_id"] for e in created
+                                        if e["data"]["barcode"] == barcode})
+    assert len(ids_per_barcode) == n and set(ids_per_barcode.values()) == {1}
+
+
+async def _rows(dsn: str, sql: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {r[0]: r[1] for r in await conn.fetch(sql)}
+    finally:
+        await conn.close()
