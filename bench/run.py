@@ -329,7 +329,8 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         for name in SERVICES:
             stack.start_service(name)
         stack.wait_healthy(timeout=90)
-        _http("POST", stack.url("logistics") + "/network", json.loads(DEMO_NETWORK.read_text()),
+        network = json.loads(await asyncio.to_thread(DEMO_NETWORK.read_text))
+        _http("POST", stack.url("logistics") + "/network", network,
               __import__("shared.auth", fromlist=["issue_token"]).issue_token(
                   "admin", key=stack.key), 30)
         system = await run_system(stack, settings, args, dsn)

@@ -18,7 +18,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.settings import Settings, load_settings
 
-Role = Literal["acquisitions", "cataloger", "branch_system", "desk", "dispatcher", "driver", "admin"]
+Role = Literal[
+    "acquisitions", "cataloger", "branch_system", "desk", "dispatcher", "driver", "admin"
+]
 ROLES: tuple[str, ...] = Role.__args__  # type: ignore[attr-defined]
 SITE_ROLES = {"branch_system", "desk"}
 ALGORITHM = "HS256"

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # SQLModel nudges towards `exec()` for ORM selects; the mechanics here run Core statements
 # through `execute()` on purpose.
-warnings.filterwarnings("ignore", message=r".*session\.exec\(\)", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=r"(?s).*session\.exec\(\)", category=DeprecationWarning)
 
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:

@@ -28,7 +28,8 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(correlationid)s %(eventid)s",
+            "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s "
+            "%(correlationid)s %(eventid)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
     )

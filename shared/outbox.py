@@ -277,7 +277,8 @@ class OutboxRelay:
                 headers = row.headers if isinstance(row.headers, list) else json.loads(row.headers)
                 futures.append(
                     await self.producer.send(
-                        self.topic_prefix + row.topic, value=row.value, key=row.key, headers=decode_headers(headers)
+                        self.topic_prefix + row.topic, value=row.value, key=row.key,
+                        headers=decode_headers(headers),
                     )
                 )
             await asyncio.gather(*futures)
@@ -294,6 +295,8 @@ class OutboxRelay:
     async def _update_backlog(self) -> None:
         async with self.ctx.sessionmaker() as session:
             count = (
-                await session.execute(text(f'SELECT count(*) FROM "{self.ctx.tables.schema}".outbox'))
+                await session.execute(
+                    text(f'SELECT count(*) FROM "{self.ctx.tables.schema}".outbox')
+                )
             ).scalar_one()
         metrics.OUTBOX_BACKLOG.labels(self.ctx.service).set(count)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from aiokafka import AIOKafkaProducer
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
@@ -62,9 +63,8 @@ class Service:
         if spec.consumes:
             subscribe(self.broker, self.processor, [settings.topic(t) for t in spec.consumes],
                       settings)
-        self.producer = make_producer(settings, f"{spec.name}-relay")
-        self.relay = OutboxRelay(self.ctx, self.producer, settings.relay_batch,
-                                 settings.relay_idle_poll_s, settings.kafka_topic_prefix)
+        self.producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
         self.ready = False
 
     def uow(self) -> UnitOfWork:
@@ -76,7 +76,12 @@ class Service:
         await ensure_topics(self.settings.kafka_bootstrap_servers,
                             [self.settings.topic(t) for t in TOPICS],
                             partitions=self.settings.kafka_partitions)
+        # aiokafka clients bind to the running loop, so they are made here, not in __init__.
+        self.producer = make_producer(self.settings, f"{self.spec.name}-relay")
         await self.producer.start()
+        self.relay = OutboxRelay(self.ctx, self.producer, self.settings.relay_batch,
+                                 self.settings.relay_idle_poll_s,
+                                 self.settings.kafka_topic_prefix)
         self.relay.start()
         await self.broker.start()
         self.ready = True
@@ -85,8 +90,10 @@ class Service:
     async def stop(self) -> None:
         self.ready = False
         await self.broker.stop()
-        await self.relay.stop()
-        await self.producer.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.producer is not None:
+            await self.producer.stop()
         await self.engine.dispose()
 
     async def health(self) -> dict[str, Any]:

@@ -216,10 +216,14 @@ def fully_received(shares: Iterable[Share]) -> bool:
 
 
 def normalise_isbn(given: str) -> str:
-    """ISBN-13 of an ISBN-10 or ISBN-13 written with or without hyphens and spaces."""
+    """ISBN-13 of a valid ISBN-10 or ISBN-13 in any punctuation; anything else as given.
+
+    A number that does not check out is kept, not refused: the vendor's number is what
+    the copies will carry, and cataloging reconciles it with the record it matches.
+    """
     clean = isbnlib.canonical(given)
     if isbnlib.is_isbn13(clean):
         return clean
     if isbnlib.is_isbn10(clean):
         return isbnlib.to_isbn13(clean)
-    raise InvalidInput(f"{given!r} is not a valid ISBN-10 or ISBN-13")
+    return given.strip()

@@ -100,8 +100,10 @@ def _apply_balance(fund: Fund, balance: domain.FundBalance) -> None:
 
 async def _check_branches(uow: UnitOfWork, order: NewOrder) -> None:
     """Branches must be known sites, once acquisition has heard of any site at all."""
-    sites = {s.code: s for s in (await uow.session.exec(select(Site))).all()}
-    if not sites:
+    codes = {share.branch for line in order.lines for share in line.distribution}
+    sites = {s.code: s for s in
+             (await uow.session.exec(select(Site).where(col(Site.code).in_(codes)))).all()}
+    if not sites and (await uow.session.exec(select(Site.code).limit(1))).first() is None:
         return
     for i, line in enumerate(order.lines):
         for j, share in enumerate(line.distribution):
@@ -125,26 +127,22 @@ async def create_order(uow: UnitOfWork, order: NewOrder) -> PurchaseOrder:
             f"fund {fund.fund_code!r} is kept in {fund.currency}, not {order.currency}",
             ("currency",),
         )
-    isbns = []
     for i, line in enumerate(order.lines):
         try:
             domain.check_distribution(line.quantity, line.distribution)
         except InvalidInput as exc:
             raise InvalidInput(exc.message, ("lines", i, "distribution")) from exc
-        try:
-            isbns.append(domain.normalise_isbn(line.isbn))
-        except InvalidInput as exc:
-            raise InvalidInput(exc.message, ("lines", i, "isbn")) from exc
     await _check_branches(uow, order)
 
     po = PurchaseOrder(order_id=new_id(), vendor_id=order.vendor_id,
                        fund_code=order.fund_code, currency=order.currency,
                        status="pending", created_at=utcnow())
     rows = [
-        OrderLine(line_id=new_id(), order_id=po.order_id, position=position, isbn=isbn,
-                  title=line.title, author=line.author, publisher=line.publisher,
-                  year=line.year, unit_price=line.unit_price, quantity=line.quantity)
-        for position, (line, isbn) in enumerate(zip(order.lines, isbns, strict=True))
+        OrderLine(line_id=new_id(), order_id=po.order_id, position=position,
+                  isbn=domain.normalise_isbn(line.isbn), title=line.title, author=line.author,
+                  publisher=line.publisher, year=line.year, unit_price=line.unit_price,
+                  quantity=line.quantity)
+        for position, line in enumerate(order.lines)
     ]
     # Parents are flushed before children: the tables refer to each other by foreign key.
     uow.session.add(po)

@@ -70,7 +70,8 @@ async def _reserve_serials(uow: UnitOfWork, count: int) -> None:
     """Draw `count` serials from the barcode sequence in one round trip (gaps are harmless)."""
     if count <= 0:
         return
-    result = await uow.session.execute(
+    connection = await uow.session.connection()  # Core SQL inside the batch's transaction
+    result = await connection.execute(
         text(f"SELECT nextval('{BARCODE_SEQUENCE}') FROM generate_series(1, :n)"), {"n": count}
     )
     uow.cache.setdefault(_SERIALS, []).extend(int(row[0]) for row in result)

@@ -1,4 +1,4 @@
-"""Circulation's HTTP surface: branch systems post events; anyone signed in asks where an item is."""
+"""Circulation's HTTP surface: branches post events; anyone signed in asks where an item is."""
 
 from __future__ import annotations
 
@@ -55,8 +55,11 @@ async def post_branch_events(
         parsed.append(envelope)
     if errors:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors)
+    producer = service.producer
+    if producer is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "still starting; retry shortly")
     futures = [
-        await service.producer.send(
+        await producer.send(
             service.settings.topic(BRANCH_EVENTS), value=env.to_bytes(), key=env.subject.encode(),
             headers=[("content-type", CONTENT_TYPE.encode())],
         )

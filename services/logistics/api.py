@@ -75,8 +75,8 @@ def _site_view(site: Site) -> SiteView:
 @router.get("/sites", response_model=list[SiteView], tags=["network"])
 async def list_sites(service: ServiceDep, _: Staff) -> list[SiteView]:
     async with service.ctx.sessionmaker() as session:
-        rows = await session.execute(select(Site).order_by(col(Site.code)))
-        return [_site_view(s) for s in rows.scalars()]
+        rows = await session.exec(select(Site).order_by(col(Site.code)))
+        return [_site_view(s) for s in rows]
 
 
 @router.get("/sites/{code}", response_model=SiteView, tags=["network"])
@@ -166,11 +166,11 @@ async def list_shipments(
 ) -> list[ShipmentView]:
     """Every shipment of one item, newest first."""
     async with service.ctx.sessionmaker() as session:
-        rows = await session.execute(
+        rows = await session.exec(
             select(Shipment).where(col(Shipment.barcode) == barcode)
             .order_by(col(Shipment.created_at).desc())
         )
-        return [ShipmentView.model_validate(s, from_attributes=True) for s in rows.scalars()]
+        return [ShipmentView.model_validate(s, from_attributes=True) for s in rows]
 
 
 @router.get("/shipments/{shipment_id}", response_model=ShipmentView, tags=["shipments"])

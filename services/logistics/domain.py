@@ -7,6 +7,7 @@ physically is, so a scan that makes no sense for a shipment is reported, never r
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -55,7 +56,7 @@ class NetworkProblem:
         return f"{where}: {self.field}: {self.message}"
 
 
-class InvalidNetwork(ValueError):  # noqa: N818 - named for what it is, like InvalidEvent
+class InvalidNetwork(ValueError):
     """A network file that can't be loaded; `problems` lists every reason at once."""
 
     def __init__(self, problems: Sequence[NetworkProblem]) -> None:
@@ -109,7 +110,8 @@ def _opening_hours(check: _SiteCheck, raw: Any) -> dict[str, list[list[str]]]:
         check.bad("opening_hours", "is required (an empty list marks a closed day)")
         return hours
     if not isinstance(raw, Mapping):
-        check.bad("opening_hours", 'must map weekdays to intervals, e.g. {"mon": [["09:00","17:00"]]}')
+        check.bad("opening_hours",
+                  'must map weekdays to intervals, e.g. {"mon": [["09:00", "17:00"]]}')
         return hours
     for day, intervals in raw.items():
         where = f"opening_hours.{day}"
@@ -136,7 +138,7 @@ def _opening_hours(check: _SiteCheck, raw: Any) -> dict[str, list[list[str]]]:
                 continue
             good.append([opens, closes])
         good.sort(key=lambda pair: _minutes(pair[0]))
-        for before, after in zip(good, good[1:], strict=False):
+        for before, after in itertools.pairwise(good):
             if _minutes(after[0]) < _minutes(before[1]):
                 check.bad(where, f"intervals {before} and {after} overlap")
         hours[day] = good
@@ -153,7 +155,8 @@ def _courier_days(check: _SiteCheck, raw: Any) -> list[str]:
     days: list[str] = []
     for n, day in enumerate(raw):
         if day not in WEEKDAYS:
-            check.bad(f"courier_days[{n}]", f"unknown weekday {day!r} (one of {', '.join(WEEKDAYS)})")
+            check.bad(f"courier_days[{n}]",
+                      f"unknown weekday {day!r} (one of {', '.join(WEEKDAYS)})")
         elif day in days:
             check.bad(f"courier_days[{n}]", f"{day!r} is listed twice")
         else:
@@ -212,8 +215,9 @@ def validate_network(document: Any) -> list[Site]:
         if site is None:
             continue
         if site.code in first_index:
+            first = first_index[site.code]
             problems.append(NetworkProblem(index, site.code, "code",
-                                           f"duplicate code (first at sites[{first_index[site.code]}])"))
+                                           f"duplicate code (first at sites[{first}])"))
             continue
         first_index[site.code] = index
         sites.append((index, site))

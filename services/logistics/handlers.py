@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlmodel import col
+from sqlmodel import col, select
 
 from services.logistics import domain
 from services.logistics.models import Scan, Shipment, Site
@@ -53,10 +53,10 @@ async def _load_by_transfer(uow: UnitOfWork, transfer_ids: set[str]) -> dict[str
     known: dict[str, Shipment | None] = uow.cache.setdefault(_BY_TRANSFER, {})
     missing = transfer_ids - known.keys()
     if missing:
-        rows = await uow.session.execute(
+        rows = await uow.session.exec(
             select(Shipment).where(col(Shipment.transfer_id).in_(missing))
         )
-        found = {s.transfer_id: s for s in rows.scalars()}
+        found = {s.transfer_id: s for s in rows}
         known.update({tid: found.get(tid) for tid in missing})
     return known
 
@@ -127,7 +127,7 @@ async def load_network(uow: UnitOfWork, document: Any) -> int:
         index_elements=["code"],
         set_={name: stmt.excluded[name] for name in rows[0] if name != "code"},
     )
-    await uow.session.execute(stmt)
+    await uow.session.exec(stmt)
     for s in sites:
         uow.emit(
             "network.site_upserted", s.code,
@@ -174,7 +174,7 @@ async def record_scan(
     s = uow.session
     if await s.get(Site, site) is None:
         raise UnknownSite(site)
-    claimed = await s.execute(
+    claimed = await s.exec(
         pg_insert(Scan.__table__)  # type: ignore[attr-defined]
         .values(scan_id=scan_id, route_id=route_id, site=site, kind=kind,
                 barcodes=list(barcodes), crate_id=crate_id, driver=driver, time=time,
@@ -183,29 +183,11 @@ async def record_scan(
         .returning(Scan.__table__.c.scan_id)  # type: ignore[attr-defined]
     )
     if claimed.first() is None:
-        stored = await s.execute(
-            select(Scan.__table__.c.outcomes).where(  # type: ignore[attr-defined]
-                Scan.__table__.c.scan_id == scan_id  # type: ignore[attr-defined]
-            )
-        )
-        return ScanReport(scan_id, duplicate=True, results=list(stored.scalar_one()))
+        stored = await s.exec(select(Scan.outcomes).where(col(Scan.scan_id) == scan_id))
+        return ScanReport(scan_id, duplicate=True, results=list(stored.one()))
 
     wanted = list(dict.fromkeys(barcodes))
-    query = select(Shipment).where(col(Shipment.status).in_(domain.OPEN_STATUSES))
-    if wanted:
-        query = query.where(col(Shipment.barcode).in_(wanted))
-    elif crate_id:
-        query = query.where(col(Shipment.crate_id) == crate_id,
-                            col(Shipment.status) == "picked_up")
-    else:
-        query = None
-    open_by_barcode: dict[str, list[Shipment]] = {}
-    if query is not None:
-        rows = await s.execute(
-            query.order_by(col(Shipment.created_at).desc()).with_for_update()
-        )
-        for shipment in rows.scalars():
-            open_by_barcode.setdefault(shipment.barcode, []).append(shipment)
+    open_by_barcode = await _open_shipments(uow, wanted, crate_id)
     if not wanted:
         wanted = sorted(open_by_barcode)
 
@@ -222,12 +204,32 @@ async def record_scan(
                   time=time)
         results.append({"barcode": barcode, "outcome": effect.describe(),
                         "shipment_id": shipment.shipment_id})
-    await s.execute(
+    await s.exec(
         update(Scan.__table__)  # type: ignore[attr-defined]
         .where(Scan.__table__.c.scan_id == scan_id)  # type: ignore[attr-defined]
         .values(outcomes=results)
     )
     return ScanReport(scan_id, duplicate=False, results=results)
+
+
+async def _open_shipments(uow: UnitOfWork, barcodes: list[str],
+                          crate_id: str | None) -> dict[str, list[Shipment]]:
+    """Open shipments of the scanned items (or of the crate's), newest first, locked."""
+    query = select(Shipment).where(col(Shipment.status).in_(domain.OPEN_STATUSES))
+    if barcodes:
+        query = query.where(col(Shipment.barcode).in_(barcodes))
+    elif crate_id:
+        query = query.where(col(Shipment.crate_id) == crate_id,
+                            col(Shipment.status) == "picked_up")
+    else:
+        return {}
+    rows = await uow.session.exec(
+        query.order_by(col(Shipment.created_at).desc()).with_for_update()
+    )
+    found: dict[str, list[Shipment]] = {}
+    for shipment in rows:
+        found.setdefault(shipment.barcode, []).append(shipment)
+    return found
 
 
 def _first_that_moves(candidates: list[Shipment], kind: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index
+from sqlalchemy import Column, DateTime, Index, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -50,6 +50,8 @@ class Shipment(SQLModel, table=True):
 
     __table_args__ = (
         Index("ix_logistics_shipment_barcode_created", "barcode", "created_at"),
+        Index("ix_logistics_shipment_crate_on_vehicle", "crate_id",
+              postgresql_where=text("status = 'picked_up'")),
         {"schema": SCHEMA},
     )
 

@@ -25,10 +25,12 @@ class E2E:
     def url(self, service: str, path: str) -> str:
         return self.stack.url(service) + path
 
-    async def get(self, service: str, path: str, role: str = "admin", **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
+    async def get(self, service: str, path: str, role: str = "admin",
+                  **kw: str) -> httpx.Response:
         return await self.http.get(self.url(service, path), headers=token(role, **kw))
 
-    async def post(self, service: str, path: str, body, role: str = "admin", **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
+    async def post(self, service: str, path: str, body: object, role: str = "admin",
+                   **kw: str) -> httpx.Response:
         return await self.http.post(self.url(service, path), json=body, headers=token(role, **kw))
 
 

@@ -14,13 +14,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
 from services.circulation.app import spec
-from services.circulation.models import Transfer
+from services.circulation.models import TABLES, Transfer
 from shared import metrics
+from shared.broker import make_producer
 from shared.db import make_engine, make_sessionmaker, migrate
 from shared.events import BranchCheckin
 from shared.outbox import OutboxRelay, ServiceContext, UnitOfWork
-from shared.broker import make_producer
-from services.circulation.models import TABLES
 from tests.support import (
     Infra,
     branch_event,

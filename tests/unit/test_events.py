@@ -98,7 +98,8 @@ def test_every_contract_type_has_a_sample() -> None:
 def test_round_trip(event_type: str) -> None:
     model = EVENT_TYPES[event_type][1]
     payload = model.model_validate(SAMPLES[event_type])
-    event = make_event(event_type, "subj", payload, source=source_for(event_type, SAMPLES[event_type]))
+    source = source_for(event_type, SAMPLES[event_type])
+    event = make_event(event_type, "subj", payload, source=source)
     envelope, parsed = parse_bytes(event.to_bytes())
     assert envelope.type == event_type and envelope.id == event.id
     assert parsed == payload
@@ -114,8 +115,8 @@ def _required_fields(event_type: str) -> list[str]:
 def test_missing_field_is_named(event_type: str) -> None:
     for field in _required_fields(event_type):
         data = {k: v for k, v in SAMPLES[event_type].items() if k != field}
-        raw = {"specversion": "1.0", "id": "e1", "source": source_for(event_type, SAMPLES[event_type]),
-               "type": event_type, "time": T, "subject": "s", "data": data}
+        source = source_for(event_type, SAMPLES[event_type])
+        raw = {"specversion": "1.0", "id": "e1", "source": source, "type": event_type, "time": T, "subject": "s", "data": data}
         with pytest.raises(InvalidEvent) as info:
             parse_bytes(json.dumps(raw).encode())
         assert f"data.{field}" in info.value.fields, info.value.reason

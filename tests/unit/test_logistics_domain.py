@@ -1,0 +1,205 @@
+"""Logistics' pure rules: network files, the shipment state machine, distances."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.logistics import domain
+from services.logistics.domain import InvalidNetwork, ShipmentState, apply_scan, validate_network
+
+DEMO = Path(__file__).resolve().parents[2] / "services/logistics/data/demo_network.json"
+
+
+def site(code: str, **overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "code": code, "name": f"Site {code}", "kind": "town", "lat": 30.75, "lon": 120.75,
+        "hub": "JX-HUB", "opening_hours": {"mon": [["09:00", "17:00"]], "tue": []},
+        "courier_days": ["mon"],
+    }
+    base.update(overrides)
+    return base
+
+
+def network(*sites: dict[str, Any]) -> dict[str, Any]:
+    return {"sites": [site("JX-HUB", kind="hub"), *sites]}
+
+
+def problems(document: Any) -> list[tuple[str | None, str]]:
+    with pytest.raises(InvalidNetwork) as caught:
+        validate_network(document)
+    return [(p.site, p.field) for p in caught.value.problems]
+
+
+# --- the demo network ------------------------------------------------------------------------
+
+
+def test_demo_network_is_valid_and_shaped_like_jiaxing() -> None:
+    sites = validate_network(json.loads(DEMO.read_text()))
+    by_code = {s.code: s for s in sites}
+    assert by_code["JX-HUB"].kind == "hub"
+    assert by_code["JX-CENTRAL"].kind == "central"
+    assert {"JX-HN-01", "JX-HY-01", "JX-PH-01", "JX-TX-01", "JX-JS-01"} <= by_code.keys()
+    branches = [s for s in sites if s.kind not in ("hub", "central")]
+    assert len(branches) >= 12
+    assert {"county", "town", "village", "smart_room", "bookmobile_stop"} <= {
+        s.kind for s in branches}
+    assert all(s.hub == "JX-HUB" for s in sites)
+    assert all(30.4 <= s.lat <= 31.0 and 120.4 <= s.lon <= 121.2 for s in sites)
+    groups: dict[str, list[str]] = {}
+    for s in sites:
+        if s.floating_group:
+            groups.setdefault(s.floating_group, []).append(s.code)
+    assert any(len(codes) == 2 for codes in groups.values())
+    assert any(hours == [] for s in sites for hours in s.opening_hours.values())
+
+
+def test_missing_weekdays_are_closed_days() -> None:
+    [_, branch] = validate_network(network(site("JX-A")))
+    assert branch.opening_hours["mon"] == [["09:00", "17:00"]]
+    assert branch.opening_hours["sun"] == []
+    assert list(branch.opening_hours) == list(domain.WEEKDAYS)
+
+
+# --- validation names the site and the field ---------------------------------------------
+
+
+def test_duplicate_codes_are_named() -> None:
+    assert problems(network(site("JX-A"), site("JX-A"))) == [("JX-A", "code")]
+
+
+def test_hub_must_exist_and_be_a_hub() -> None:
+    found = problems(network(site("JX-A", hub="JX-NOWHERE"), site("JX-B", hub="JX-A")))
+    assert found == [("JX-A", "hub"), ("JX-B", "hub")]
+
+
+def test_coordinates_must_be_degrees_in_range() -> None:
+    found = problems(network(site("JX-A", lat=120.7, lon=30.7), site("JX-B", lon="east")))
+    assert found == [("JX-A", "lat"), ("JX-B", "lon")]
+
+
+@pytest.mark.parametrize(
+    ("hours", "field"),
+    [
+        ({"mon": [["9:00", "17:00"]]}, "opening_hours.mon[0]"),
+        ({"tue": [["09:00", "24:30"]]}, "opening_hours.tue[0]"),
+        ({"wed": [["17:00", "09:00"]]}, "opening_hours.wed[0]"),
+        ({"thu": [["09:00", "09:00"]]}, "opening_hours.thu[0]"),
+        ({"fri": [["09:00"]]}, "opening_hours.fri[0]"),
+        ({"sat": [["09:00", "12:00"], ["11:00", "15:00"]]}, "opening_hours.sat"),
+        ({"funday": []}, "opening_hours.funday"),
+        ({"sun": "09:00-17:00"}, "opening_hours.sun"),
+        (None, "opening_hours"),
+    ],
+)
+def test_bad_opening_hours_name_the_day(hours: Any, field: str) -> None:
+    assert problems(network(site("JX-A", opening_hours=hours))) == [("JX-A", field)]
+
+
+def test_every_problem_is_reported_at_once_with_a_readable_message() -> None:
+    bad = site("JX-A", kind="castle", courier_days=["mon", "someday"])
+    del bad["name"]
+    with pytest.raises(InvalidNetwork) as caught:
+        validate_network(network(bad, {"name": "no code"}))
+    fields = [(p.site, p.field) for p in caught.value.problems]
+    assert ("JX-A", "name") in fields
+    assert ("JX-A", "kind") in fields
+    assert ("JX-A", "courier_days[1]") in fields
+    assert (None, "code") in fields
+    assert "JX-A: kind: unknown kind 'castle'" in str(caught.value)
+    assert "sites[2]: code: is required" in str(caught.value)
+
+
+def test_an_empty_network_is_refused() -> None:
+    assert problems({"sites": []}) == [(None, "sites")]
+    assert problems({"stops": [site("JX-A")]}) == [(None, "sites")]
+
+
+def test_a_bare_list_of_sites_is_a_network_too() -> None:
+    assert len(validate_network([site("JX-HUB", kind="hub"), site("JX-A")])) == 2
+
+
+# --- the shipment state machine ----------------------------------------------------------
+
+ORIGIN, HUB, DEST, ELSEWHERE = "JX-HN-01", "JX-HUB", "JX-PH-01", "JX-TX-01"
+
+
+def state(status: str, last_site: str = ORIGIN) -> ShipmentState:
+    return ShipmentState(status=status, from_site=ORIGIN, to_site=DEST, last_site=last_site)
+
+
+def test_load_at_origin_picks_up() -> None:
+    assert apply_scan(state("created"), "load", ORIGIN).outcome == "picked_up"
+
+
+def test_unload_at_destination_delivers() -> None:
+    assert apply_scan(state("picked_up"), "unload", DEST).outcome == "delivered"
+
+
+def test_unload_at_an_intermediate_stop_arrives_and_the_next_leg_loads_there() -> None:
+    assert apply_scan(state("picked_up"), "unload", HUB).outcome == "arrived"
+    at_hub = state("arrived", last_site=HUB)
+    assert apply_scan(at_hub, "load", HUB).outcome == "picked_up"
+    effect = apply_scan(at_hub, "load", ORIGIN)
+    assert not effect.moved and "waits at JX-HUB" in effect.reason
+
+
+def test_unload_at_destination_delivers_even_if_the_load_scan_was_missed() -> None:
+    assert apply_scan(state("created"), "unload", DEST).outcome == "delivered"
+    assert apply_scan(state("arrived", HUB), "unload", DEST).outcome == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "site", "why"),
+    [
+        ("created", "load", ELSEWHERE, "waits at JX-HN-01"),
+        ("picked_up", "load", ORIGIN, "already loaded"),
+        ("created", "unload", HUB, "never picked up"),
+        ("arrived", "unload", ELSEWHERE, "not loaded since arriving"),
+        ("created", "arrive", ORIGIN, "records the stop"),
+        ("picked_up", "depart", ORIGIN, "records the stop"),
+        ("delivered", "unload", DEST, "the shipment is delivered"),
+        ("cancelled", "load", ORIGIN, "the shipment is cancelled"),
+    ],
+)
+def test_scans_that_make_no_sense_are_reported_not_raised(status: str, kind: str, site: str,
+                                                          why: str) -> None:
+    effect = apply_scan(state(status, last_site=HUB if status == "arrived" else ORIGIN),
+                        kind, site)
+    assert effect.outcome == "ignored"
+    assert why in effect.reason
+    assert effect.describe() == f"ignored: {effect.reason}"
+
+
+def test_open_statuses_and_cancellation() -> None:
+    assert [s for s in ("created", "picked_up", "arrived", "delivered", "cancelled",
+                        "exception") if domain.is_open(s)] == ["created", "picked_up", "arrived"]
+    assert domain.can_cancel("created") and domain.can_cancel("picked_up")
+    assert domain.can_cancel("exception")
+    assert not domain.can_cancel("delivered") and not domain.can_cancel("cancelled")
+
+
+# --- distances ----------------------------------------------------------------------------
+
+
+def test_haversine_known_distances() -> None:
+    assert domain.haversine_km(30.75, 120.75, 30.75, 120.75) == 0.0
+    # one degree of latitude is about 111.2 km everywhere
+    assert domain.haversine_km(30.0, 120.0, 31.0, 120.0) == pytest.approx(111.19, abs=0.05)
+    # Jiaxing central library to Haining library: about 27 km as the crow flies
+    assert domain.haversine_km(30.7489, 120.7588, 30.5105, 120.6869) == pytest.approx(27.4, abs=1)
+    # symmetric, and the antipode is half the circumference
+    a = domain.haversine_km(30.5, 120.5, 30.9, 121.1)
+    assert a == pytest.approx(domain.haversine_km(30.9, 121.1, 30.5, 120.5))
+    assert domain.haversine_km(0, 0, 0, 180) == pytest.approx(20015.1, abs=1)
+
+
+def test_validation_does_not_touch_its_input() -> None:
+    document = network(site("JX-A"))
+    before = copy.deepcopy(document)
+    validate_network(document)
+    assert document == before
