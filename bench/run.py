@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -32,6 +33,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.auth import issue_token
 from shared.broker import ensure_topics
 from shared.cli import DEMO_NETWORK, SERVICES, Stack, _http
 from shared.events import CONTENT_TYPE, TOPICS
@@ -304,54 +306,54 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: EmbeddedKafka,
+                  base: Path) -> dict[str, Any]:
+    dsn = pg.url.replace("postgresql+asyncpg://", "postgresql://")
+    await ensure_topics(kafka.bootstrap, TOPICS, partitions=4)
+    say("  raw baseline: Kafka produce+consume ...")
+    kafka_raw = await raw_kafka(kafka.bootstrap)
+    say("  raw baseline: Postgres single-row commits ...")
+    pg_raw = await raw_postgres(dsn)
+    settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, database_url=pg.url)
+    stack = Stack(settings, base, {n: free_port() for n in SERVICES}, base / "logs",
+                  extra_env={"KAFKA_SESSION_TIMEOUT_MS": "2000",
+                             "KAFKA_HEARTBEAT_INTERVAL_MS": "500", "LOG_LEVEL": "WARNING"})
+    stack.database_url, stack.kafka_bootstrap = pg.url, kafka.bootstrap
+    try:
+        say("  starting the four services ...")
+        for name in SERVICES:
+            stack.start_service(name)
+        await asyncio.to_thread(stack.wait_healthy, 90)
+        network = json.loads(await asyncio.to_thread(DEMO_NETWORK.read_text))
+        await asyncio.to_thread(_http, "POST", stack.url("logistics") + "/network", network,
+                                issue_token("admin", key=stack.key), 30)
+        system = await run_system(stack, settings, args, dsn)
+    finally:
+        await asyncio.to_thread(stack.stop)
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                   f"Python {platform.python_version()}",
+        "parameters": {"items": args.items, "rate": args.rate, "seconds": args.seconds},
+        "baselines": {"kafka": kafka_raw, "postgres": pg_raw},
+        "system": system,
+    }
+
+
+def main(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="branchline-bench-", dir="/tmp"))
     base.chmod(0o755)
     pg = EmbeddedPostgres(base / "pg", port=free_port())
     kafka = EmbeddedKafka(base / "kafka", port=free_port())
-    stack: Stack | None = None
     try:
         say("Branchline bench: starting a fresh embedded Postgres and broker ...")
         pg.start()
         kafka.start()
-        dsn = pg.url.replace("postgresql+asyncpg://", "postgresql://")
-        await ensure_topics(kafka.bootstrap, TOPICS, partitions=4)
-        say("  raw baseline: Kafka produce+consume ...")
-        kafka_raw = await raw_kafka(kafka.bootstrap)
-        say("  raw baseline: Postgres single-row commits ...")
-        pg_raw = await raw_postgres(dsn)
-        settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, database_url=pg.url)
-        stack = Stack(settings, base, {n: free_port() for n in SERVICES}, base / "logs",
-                      extra_env={"KAFKA_SESSION_TIMEOUT_MS": "2000",
-                                 "KAFKA_HEARTBEAT_INTERVAL_MS": "500", "LOG_LEVEL": "WARNING"})
-        stack.database_url, stack.kafka_bootstrap = pg.url, kafka.bootstrap
-        say("  starting the four services ...")
-        for name in SERVICES:
-            stack.start_service(name)
-        stack.wait_healthy(timeout=90)
-        network = json.loads(await asyncio.to_thread(DEMO_NETWORK.read_text))
-        _http("POST", stack.url("logistics") + "/network", network,
-              __import__("shared.auth", fromlist=["issue_token"]).issue_token(
-                  "admin", key=stack.key), 30)
-        system = await run_system(stack, settings, args, dsn)
-        return {
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
-                       f"Python {platform.python_version()}",
-            "parameters": {"items": args.items, "rate": args.rate, "seconds": args.seconds},
-            "baselines": {"kafka": kafka_raw, "postgres": pg_raw},
-            "system": system,
-        }
+        result = asyncio.run(measure(args, pg, kafka, base))
     finally:
-        if stack is not None:
-            stack.stop()
         kafka.stop()
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
-
-
-def main(args: argparse.Namespace) -> int:
-    result = asyncio.run(run_all(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = render(result)

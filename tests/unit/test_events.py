@@ -116,7 +116,8 @@ def test_missing_field_is_named(event_type: str) -> None:
     for field in _required_fields(event_type):
         data = {k: v for k, v in SAMPLES[event_type].items() if k != field}
         source = source_for(event_type, SAMPLES[event_type])
-        raw = {"specversion": "1.0", "id": "e1", "source": source, "type": event_type, "time": T, "subject": "s", "data": data}
+        raw = {"specversion": "1.0", "id": "e1", "source": source, "type": event_type,
+               "time": T, "subject": "s", "data": data}
         with pytest.raises(InvalidEvent) as info:
             parse_bytes(json.dumps(raw).encode())
         assert f"data.{field}" in info.value.fields, info.value.reason
