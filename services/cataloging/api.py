@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 from pydantic import BaseModel
 from sqlalchemy import case, func, or_
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -202,7 +203,13 @@ async def import_marc(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             [{"loc": ["body", "file"], "msg": str(exc), "type": "not_marc"}],
         ) from exc
-    async with service.uow() as uow:
-        result = await handlers.import_bibs(uow, records)
+    try:
+        async with service.uow() as uow:
+            result = await handlers.import_bibs(uow, records)
+    except IntegrityError as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "a bib for one of these ISBNs was created at the same moment; send the file again",
+        ) from exc
     return ImportReport(imported=result.imported, updated=result.updated,
                         skipped=[SkippedRecord(**s) for s in result.skipped])

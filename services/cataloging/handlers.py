@@ -10,7 +10,7 @@ earlier in the same batch: two receipts of one new title in a batch share one bi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -20,6 +20,7 @@ from sqlmodel import col, select
 
 from services.cataloging import domain
 from services.cataloging.models import BARCODE_SEQUENCE, Bib, Item, Site
+from shared.consumer import Handler
 from shared.events import (
     BibUpserted,
     CopiesReceived,
@@ -152,11 +153,9 @@ async def on_copies_received(uow: UnitOfWork, env: Envelope, data: CopiesReceive
     A copy id already catalogued (a receipt sent again under a new event id) is skipped;
     the unique constraint on `copy_id` backs this check across processes.
     """
-    bib, _ = await upsert_bib(
-        uow, domain.BibData(isbn=data.isbn, title=data.title, author=data.author,
-                     publisher=data.publisher, year=data.year),
-        overwrite=False, cause=env,
-    )
+    title = domain.BibData(isbn=data.isbn, title=data.title, author=data.author,
+                           publisher=data.publisher, year=data.year)
+    bib, _ = await upsert_bib(uow, title, overwrite=False, cause=env)
     known = await _items_by_copy(uow, [c.copy_id for c in data.copies])
     new_copies, seen = [], set()
     for copy in data.copies:
@@ -240,7 +239,7 @@ async def import_bibs(uow: UnitOfWork, records: Sequence[domain.BibData | str]) 
     return result
 
 
-def make_handlers(processing_site: str = DEFAULT_PROCESSING_SITE) -> dict[str, Callable[..., Any]]:
+def make_handlers(processing_site: str = DEFAULT_PROCESSING_SITE) -> dict[str, Handler]:
     """The event handlers, with the processing center new copies are catalogued at."""
     return {
         "acquisition.copies_received": partial(on_copies_received,

@@ -61,7 +61,7 @@ def read_marc(data: bytes) -> list[domain.BibData | str]:
     Raises NotMarc when not even the first record has an ISO 2709 leader.
     """
     if not data.strip():
-        raise NotMarc("the file is empty")
+        raise NotMarc("not a MARC (ISO 2709) file: it is empty")
     reader = MARCReader(io.BytesIO(data), to_unicode=True)
     out: list[domain.BibData | str] = []
     try:

@@ -53,8 +53,11 @@ async def _load_by_transfer(uow: UnitOfWork, transfer_ids: set[str]) -> dict[str
     known: dict[str, Shipment | None] = uow.cache.setdefault(_BY_TRANSFER, {})
     missing = transfer_ids - known.keys()
     if missing:
+        # Locked (in one order everywhere) so a driver's scan and a cancellation of the
+        # same shipment take turns instead of deciding on a stale status.
         rows = await uow.session.exec(
             select(Shipment).where(col(Shipment.transfer_id).in_(missing))
+            .order_by(col(Shipment.shipment_id)).with_for_update()
         )
         found = {s.transfer_id: s for s in rows}
         known.update({tid: found.get(tid) for tid in missing})
@@ -223,11 +226,9 @@ async def _open_shipments(uow: UnitOfWork, barcodes: list[str],
                             col(Shipment.status) == "picked_up")
     else:
         return {}
-    rows = await uow.session.exec(
-        query.order_by(col(Shipment.created_at).desc()).with_for_update()
-    )
+    rows = await uow.session.exec(query.order_by(col(Shipment.shipment_id)).with_for_update())
     found: dict[str, list[Shipment]] = {}
-    for shipment in rows:
+    for shipment in sorted(rows, key=lambda s: s.created_at, reverse=True):
         found.setdefault(shipment.barcode, []).append(shipment)
     return found
 
