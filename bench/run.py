@@ -121,6 +121,37 @@ async def raw_postgres(dsn: str, seconds: float = 3.0) -> dict[str, float]:
 
 # --- the system -------------------------------------------------------------------------------
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process (Postgres: postmaster + backends)."""
+    snap = {}
+    for name, pid in processes.items():
+        pids = [pid, *_children(pid)] if name == "postgres" else [pid]
+        snap[name] = sum(_cpu_of(p) for p in pids)
+    snap["bench (this load generator)"] = _cpu_of(os.getpid())
+    return snap
+
 
 class Watcher:
     """Reads logistics.shipments and notes when each watched barcode's shipment appears."""
@@ -197,7 +228,7 @@ async def wait_count(dsn: str, sql: str, target: int, timeout: float, label: str
 
 
 async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
-                     dsn: str) -> dict[str, Any]:
+                     dsn: str, procs_extra: dict[str, int]) -> dict[str, Any]:
     bootstrap = settings.kafka_bootstrap_servers
     n_tp, rate, seconds = args.items, args.rate, args.seconds
     n_lat = rate * seconds
@@ -218,6 +249,9 @@ async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
     await watcher.start()
 
     say(f"  throughput: {n_tp} check-ins at {RETURNED_AT} pushed at once ...")
+    processes = {name: proc.pid for name, proc in stack.procs.items()}
+    processes.update(procs_extra)
+    cpu_before = cpu_snapshot(processes)
     t0 = time.perf_counter()
     futs = [await producer.send("branch.events", value=checkin(b, RETURNED_AT), key=b.encode(),
                                 headers=HEADERS) for b in tp_codes]
@@ -237,6 +271,9 @@ async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
             last_report = time.monotonic()
         await asyncio.sleep(0.05)
     t_end = max(watcher.arrived[k] for k in wanted)
+    cpu_after = cpu_snapshot(processes)
+    cpu_share = {name: (cpu_after[name] - cpu_before[name]) / (t_end - t0)
+                 for name in cpu_after}
     throughput = n_tp / (t_end - t0)
     say(f"    {throughput:,.0f} check-ins/s fully turned into shipments")
 
@@ -268,7 +305,7 @@ async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
     await producer.stop()
     return {
         "throughput": {"checkins": n_tp, "push_s": pushed_s, "elapsed_s": t_end - t0,
-                       "checkins_per_s": throughput},
+                       "checkins_per_s": throughput, "cpu_cores_used": cpu_share},
         "latency": {"offered_per_s": offered, "checkins": n_lat, "completed": len(latencies),
                     "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95),
                     "p99_ms": pct(latencies, 99), "max_ms": max(latencies, default=float("nan")),
@@ -303,6 +340,10 @@ def render(result: dict[str, Any]) -> str:
         f"| raw Postgres single-row commits, 8 connections | "
         f"{p['commits_per_s_8_conns']:,.0f} /s | baseline |",
     ]
+    lines += ["", "CPU cores used during the throughput run (2 available):", "",
+              "| process | cores |", "|---|---|"]
+    for name, share in sorted(t["cpu_cores_used"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {share:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -327,7 +368,8 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
         network = json.loads(await asyncio.to_thread(DEMO_NETWORK.read_text))
         await asyncio.to_thread(_http, "POST", stack.url("logistics") + "/network", network,
                                 issue_token("admin", key=stack.key), 30)
-        system = await run_system(stack, settings, args, dsn)
+        extra = {"postgres": pg.pid or 0, "kafka broker": kafka.pid or 0}
+        system = await run_system(stack, settings, args, dsn, extra)
     finally:
         await asyncio.to_thread(stack.stop)
     return {

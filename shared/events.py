@@ -510,13 +510,17 @@ def make_event(
     correlation = None
     if cause is not None:
         correlation = cause.correlationid or cause.id
-    return Envelope(
+    # Built from already-validated parts, so construct without validating a second time:
+    # this runs for every event a service emits.
+    return Envelope.model_construct(
         specversion="1.0",
         id=event_id or new_id(),
         source=source,
         type=event_type,
         time=time or utcnow(),
         subject=subject,
+        datacontenttype="application/json",
+        schemaversion=1,
         correlationid=correlation,
         causationid=cause.id if cause is not None else None,
         data=data.model_dump(mode="json", exclude_none=True),

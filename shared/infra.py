@@ -721,6 +721,13 @@ class EmbeddedKafka:
     def _logfile(self) -> Path:
         return self._work / "tansu.log"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's PID while it runs."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc.pid
+        return None
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

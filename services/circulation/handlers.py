@@ -41,17 +41,39 @@ async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) 
     barcodes = {p.barcode for _, p in events if hasattr(p, "barcode")}
     transfer_ids = {p.transfer_id for _, p in events if isinstance(p, ShipmentDelivered)}
     loan_ids: set[str] = set()
+    # The session's identity map holds rows weakly: keep them here so the handlers' `get`s
+    # find them instead of querying (and autoflushing) once per event.
+    loaded: list[object] = uow.cache.setdefault("loaded", [])
     if barcodes:
         items = (await s.exec(select(Item).where(col(Item.barcode).in_(barcodes)))).all()
+        known = uow.cache.setdefault("items", {})
+        known.update({b: None for b in barcodes})
+        known.update({i.barcode: i for i in items})
         transfer_ids |= {i.open_transfer_id for i in items if i.open_transfer_id}
         loan_ids = {i.loan_id for i in items if i.loan_id}
     if transfer_ids:
-        await s.exec(select(Transfer).where(col(Transfer.transfer_id).in_(transfer_ids)))
+        loaded.extend((await s.exec(
+            select(Transfer).where(col(Transfer.transfer_id).in_(transfer_ids)))).all())
     if loan_ids:
-        await s.exec(select(Loan).where(col(Loan.loan_id).in_(loan_ids)))
+        loaded.extend((await s.exec(select(Loan).where(col(Loan.loan_id).in_(loan_ids)))).all())
     if any(isinstance(p, BranchCheckin) for _, p in events):
         rows = (await s.exec(select(Site).where(col(Site.floating_group).is_not(None)))).all()
         uow.cache["floating_groups"] = {r.code: r.floating_group for r in rows}
+
+
+async def _get_item(uow: UnitOfWork, barcode: str) -> Item | None:
+    """The item from the batch's prefetch, else from the database."""
+    known: dict[str, Item | None] = uow.cache.setdefault("items", {})
+    if barcode in known:
+        return known[barcode]
+    item = await uow.session.get(Item, barcode)
+    known[barcode] = item
+    return item
+
+
+def _add_item(uow: UnitOfWork, item: Item) -> None:
+    uow.session.add(item)
+    uow.cache.setdefault("items", {})[item.barcode] = item
 
 
 def _floating(uow: UnitOfWork, code: str | None) -> str | None:
@@ -111,10 +133,10 @@ def _close_transfer(uow: UnitOfWork, env: Envelope, transfer: Transfer, item: It
 
 async def _item_for_fact(uow: UnitOfWork, env: Envelope, barcode: str, branch: str) -> Item:
     """The item a branch fact is about; an unknown barcode is kept, not refused."""
-    item = await uow.session.get(Item, barcode)
+    item = await _get_item(uow, barcode)
     if item is None:
         item = Item(barcode=barcode, site=branch, status="available")
-        uow.session.add(item)
+        _add_item(uow, item)
         _record_anomaly(uow, env, barcode, "unknown_item",
                         f"{env.type} at {branch} for a barcode circulation has not registered")
     return item
@@ -211,13 +233,13 @@ async def on_item_missing(uow: UnitOfWork, env: Envelope, data: BranchItemMissin
 
 async def on_item_cataloged(uow: UnitOfWork, env: Envelope, data: ItemCataloged) -> None:
     """Register a new copy and send it from processing to its owning branch."""
-    item = await uow.session.get(Item, data.barcode)
+    item = await _get_item(uow, data.barcode)
     if item is not None and item.owning_branch is not None:
         item.bib_id, item.title, item.isbn = data.bib_id, data.title, data.isbn
         return  # already registered; a re-catalogue changes no whereabouts
     if item is None:
         item = Item(barcode=data.barcode, site=data.site)
-        uow.session.add(item)
+        _add_item(uow, item)
     item.bib_id, item.isbn, item.title = data.bib_id, data.isbn, data.title
     item.owning_branch = data.owning_branch
     before = ("in_processing", None)
@@ -232,7 +254,7 @@ async def on_item_cataloged(uow: UnitOfWork, env: Envelope, data: ItemCataloged)
 async def on_shipment_delivered(uow: UnitOfWork, env: Envelope, data: ShipmentDelivered) -> None:
     """Arrival completes the open transfer and makes the item available where it landed."""
     transfer = await uow.session.get(Transfer, data.transfer_id)
-    item = await uow.session.get(Item, data.barcode)
+    item = await _get_item(uow, data.barcode)
     if transfer is None or item is None or transfer.status != "open":
         _record_anomaly(uow, env, data.barcode, "delivery_without_open_transfer",
                         f"shipment {data.shipment_id} delivered for transfer {data.transfer_id}")
