@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared import logs, metrics
-from shared.events import Envelope, InvalidEvent, Payload, parse_bytes
+from shared.events import EVENT_TYPES, Envelope, InvalidEvent, Payload, decode_json, parse_obj
 from shared.outbox import ServiceContext, UnitOfWork
 from shared.settings import Settings
 
@@ -75,11 +75,21 @@ class Incoming:
     error: InvalidEvent | None = None
 
     @classmethod
-    def from_record(cls, record: ConsumerRecord) -> Incoming:
+    def from_record(cls, record: ConsumerRecord, handled: Container[str] | None = None,
+                    ) -> Incoming:
+        """Parse a record; a known type this service does not handle is left unvalidated.
+
+        Tolerant reader: a service validates (and dead-letters) only what it handles or
+        cannot recognise at all, and skips other services' events cheaply.
+        """
         item = cls(record.topic, record.partition, record.offset, record.key, record.value,
                    list(record.headers or ()))
         try:
-            item.envelope, item.payload = parse_bytes(record.value)
+            obj = decode_json(record.value)
+            event_type = obj.get("type")
+            if handled is not None and event_type in EVENT_TYPES and event_type not in handled:
+                return item
+            item.envelope, item.payload = parse_obj(obj)
         except InvalidEvent as exc:
             item.error = exc
         return item
@@ -208,7 +218,8 @@ def subscribe(
         decoder=_no_decode,
     )
     async def on_batch(records: Any, message: KafkaMessage) -> None:
-        items = [Incoming.from_record(r) for r in message.raw_message]
+        handled = processor.handlers
+        items = [Incoming.from_record(r, handled) for r in message.raw_message]
         try:
             await processor.process(items)
         except asyncio.CancelledError:

@@ -474,6 +474,11 @@ def parse_obj(obj: Any) -> tuple[Envelope, Payload]:
 
 def parse_bytes(raw: bytes | None) -> tuple[Envelope, Payload]:
     """Parse one Kafka record value; raise InvalidEvent saying why it can't be handled."""
+    return parse_obj(decode_json(raw))
+
+
+def decode_json(raw: bytes | None) -> dict[str, Any]:
+    """The record value as a JSON object, or InvalidEvent("not_json")."""
     if raw is None:
         raise InvalidEvent("value: empty record (tombstone)", "not_json")
     try:
@@ -482,7 +487,7 @@ def parse_bytes(raw: bytes | None) -> tuple[Envelope, Payload]:
         raise InvalidEvent(f"value: not JSON ({exc})", "not_json") from exc
     if not isinstance(obj, dict):
         raise InvalidEvent("value: a JSON object is required", "not_json")
-    return parse_obj(obj)
+    return obj
 
 
 def new_id() -> str:

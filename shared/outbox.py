@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    event,
     func,
     insert,
     text,
@@ -109,6 +110,11 @@ class UnitOfWork:
         self.emitted: list[Envelope] = []
         #: Per-transaction scratch space, e.g. rows a prefetch loaded for a whole batch.
         self.cache: dict[str, Any] = {}
+        # The identity map holds rows weakly; a batch's prefetched rows must stay in it so
+        # handlers' `session.get` finds them instead of querying (and autoflushing) per event.
+        self._held: list[object] = []
+        event.listen(self.session.sync_session, "loaded_as_persistent",
+                     lambda _session, instance: self._held.append(instance))
 
     async def __aenter__(self) -> UnitOfWork:
         await self.session.begin()

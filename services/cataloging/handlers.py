@@ -40,6 +40,7 @@ DEFAULT_PROCESSING_SITE = "JX-CENTRAL"
 
 _BIB_BY_ISBN = "bib_by_isbn"
 _ITEM_BY_COPY = "item_by_copy"
+_ITEM_BY_BARCODE = "items_by_barcode"
 _SERIALS = "barcode_serials"
 
 
@@ -96,7 +97,10 @@ async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) 
         await _reserve_serials(uow, len({c for c in copy_ids if known.get(c) is None}))
     barcodes = {p.barcode for _, p in events if isinstance(p, ItemStatusChanged)}
     if barcodes:
-        await uow.session.exec(select(Item).where(col(Item.barcode).in_(barcodes)))
+        rows = await uow.session.exec(select(Item).where(col(Item.barcode).in_(barcodes)))
+        known = uow.cache.setdefault(_ITEM_BY_BARCODE, {})
+        known.update({b: None for b in barcodes})
+        known.update({i.barcode: i for i in rows})
     codes = {p.code for _, p in events if isinstance(p, SiteUpserted)}
     if codes:
         await uow.session.exec(select(Site).where(col(Site.code).in_(codes)))
@@ -194,7 +198,9 @@ async def on_item_status_changed(uow: UnitOfWork, env: Envelope, data: ItemStatu
     Unknown barcodes (items catalogued elsewhere) are ignored; an event older than the
     last one applied does not overwrite it.
     """
-    item = await uow.session.get(Item, data.barcode)
+    known: dict[str, Item | None] = uow.cache.get(_ITEM_BY_BARCODE, {})
+    item = known[data.barcode] if data.barcode in known else \
+        await uow.session.get(Item, data.barcode)
     if item is None:
         return
     if item.status_at is not None and env.time < item.status_at:
