@@ -320,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure check-in → shipment throughput and latency")
     bench.add_argument("--items", type=int, default=20000,
                        help="check-ins pushed for the throughput run")
-    bench.add_argument("--rate", type=int, default=1000, help="check-ins/s for the latency run")
+    bench.add_argument("--rate", default="500,1000",
+                       help="check-ins/s for the latency runs, comma-separated")
     bench.add_argument("--seconds", type=int, default=10, help="length of the latency run")
     bench.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results"))
     bench.set_defaults(func=cmd_bench)

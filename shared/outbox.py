@@ -191,8 +191,24 @@ class UnitOfWork:
         )
 
     async def flush_outbox(self) -> None:
-        if self._rows:
+        """Insert the queued events in one statement (arrays, not one row per statement)."""
+        if not self._rows:
+            return
+        await self.session.flush()
+        conn = await self.session.connection()
+        driver = (await conn.get_raw_connection()).driver_connection
+        if driver is None or not driver.is_in_transaction():
+            # Nothing has run in this transaction yet: let SQLAlchemy open it.
             await self.session.execute(insert(self.ctx.tables.outbox), self._rows)
+            return
+        rows = self._rows
+        await driver.execute(
+            f'INSERT INTO "{self.ctx.tables.schema}".outbox (topic, key, value, headers, '
+            "event_type) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], "
+            "$4::text[]::jsonb[], $5::text[])",
+            [r["topic"] for r in rows], [r["key"] for r in rows], [r["value"] for r in rows],
+            [json.dumps(r["headers"]) for r in rows], [r["event_type"] for r in rows],
+        )
 
     async def claim_inbox(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Insert inbox keys; return those not seen before (the ones to handle)."""
