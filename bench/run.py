@@ -239,11 +239,11 @@ async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2,
                                 max_batch_size=512 * 1024)
     await producer.start()
-    say(f"  seeding {n_tp + n_lat} items owned by {OWNER} ...")
+    say(f"  seeding {len(tp_codes) + len(lat_codes)} items owned by {OWNER} ...")
     futs = [await producer.send("cataloging.items", value=cataloged(b), key=b.encode(),
                                 headers=HEADERS) for b in tp_codes + lat_codes]
     await asyncio.gather(*futs)
-    await wait_count(dsn, "SELECT count(*) FROM circulation.item", n_tp + n_lat, 300,
+    await wait_count(dsn, "SELECT count(*) FROM circulation.item", n_tp + len(lat_codes), 300,
                      "items registered")
 
     watcher = Watcher(bootstrap, "logistics.shipments")
