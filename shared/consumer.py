@@ -208,7 +208,7 @@ def subscribe(
         group_id=group_id or settings.topic(service),
         batch=True,
         max_records=settings.kafka_max_records,
-        batch_timeout_ms=200,
+        batch_timeout_ms=settings.kafka_batch_wait_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,

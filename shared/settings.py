@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_fetch_max_wait_ms: int = 100
     kafka_max_records: int = 500
+    # How long a consumer waits for records before polling again. FastStream's batch
+    # subscriber also sleeps this long after an empty poll, so it bounds the idle delay.
+    kafka_batch_wait_ms: int = 20
     kafka_partitions: int = 4
     # Prepended to every topic name: lets several environments (or test runs) share one
     # cluster. Empty in production, so the names are exactly those of CONTRACTS.md.
