@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -147,7 +147,10 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None,
         result = await service.health()
         return JSONResponse(result, status_code=200 if result["status"] == "ok" else 503)
 
-    app.mount("/metrics", make_asgi_app())
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        """Prometheus text format, served at /metrics itself (no redirect to /metrics/)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
     for router in spec.routers:
         app.include_router(router)
     return app

@@ -40,8 +40,8 @@ class Fund(SQLModel, table=True):
     name: str
     currency: str
     budget: Decimal = Field(sa_column=_money())
-    encumbered: Decimal = Field(default=Decimal("0"), sa_column=_money("0"))
-    spent: Decimal = Field(default=Decimal("0"), sa_column=_money("0"))
+    encumbered: Decimal = Field(default=Decimal("0.00"), sa_column=_money("0"))
+    spent: Decimal = Field(default=Decimal("0.00"), sa_column=_money("0"))
 
 
 class PurchaseOrder(SQLModel, table=True):

@@ -64,6 +64,16 @@ async def test_checkin_elsewhere_requests_one_transfer_home(infra: Infra) -> Non
         assert requested[0]["data"]["barcode"] == "B1"
         assert requested[0]["causationid"] == checkin["id"]
 
+        health = await client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["database"] == "ok" and health.json()["broker"] == "ok"
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'branchline_events_consumed_total{service="circulation",type="branch.checkin"}' \
+            in metrics.text
+        assert 'branchline_events_duplicate_total{service="circulation",type="branch.checkin"}' \
+            in metrics.text
+
 
 async def test_branch_token_speaks_only_for_its_site(infra: Infra) -> None:
     settings = await new_env(infra)
