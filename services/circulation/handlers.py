@@ -255,6 +255,8 @@ async def on_shipment_delivered(uow: UnitOfWork, env: Envelope, data: ShipmentDe
     """Arrival completes the open transfer and makes the item available where it landed."""
     transfer = await uow.session.get(Transfer, data.transfer_id)
     item = await _get_item(uow, data.barcode)
+    if transfer is not None and transfer.status == "completed" and transfer.to_site == data.site:
+        return  # logistics confirming an arrival circulation already saw at the shelf
     if transfer is None or item is None or transfer.status != "open":
         _record_anomaly(uow, env, data.barcode, "delivery_without_open_transfer",
                         f"shipment {data.shipment_id} delivered for transfer {data.transfer_id}")

@@ -29,6 +29,7 @@ from shared.events import (
     ShipmentPickedUp,
     SiteUpserted,
     TransferCancelled,
+    TransferCompleted,
     TransferRequested,
     new_id,
     utcnow,
@@ -45,7 +46,8 @@ _BY_TRANSFER = "shipments_by_transfer"
 
 async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) -> None:
     """Load the shipment (or its absence) of every transfer the batch mentions, in one query."""
-    ids = {p.transfer_id for _, p in events if isinstance(p, TransferRequested | TransferCancelled)}
+    ids = {p.transfer_id for _, p in events
+           if isinstance(p, TransferRequested | TransferCancelled | TransferCompleted)}
     await _load_by_transfer(uow, ids)
 
 
@@ -102,9 +104,30 @@ async def on_transfer_cancelled(uow: UnitOfWork, env: Envelope, data: TransferCa
     )
 
 
+async def on_transfer_completed(uow: UnitOfWork, env: Envelope, data: TransferCompleted) -> None:
+    """The item was checked in at its destination before the driver's unload scan.
+
+    The book is physically there, so the shipment is delivered: a shipment never stays
+    open on a vehicle after circulation has closed its transfer.
+    """
+    shipment = (await _load_by_transfer(uow, {data.transfer_id}))[data.transfer_id]
+    if shipment is None or shipment.status in ("delivered", "cancelled"):
+        return
+    shipment.status = "delivered"
+    shipment.delivered_at = env.time
+    shipment.last_site = data.site
+    uow.emit(
+        "logistics.shipment_delivered", shipment.barcode,
+        ShipmentDelivered(shipment_id=shipment.shipment_id, transfer_id=shipment.transfer_id,
+                          barcode=shipment.barcode, site=data.site),
+        cause=env,
+    )
+
+
 HANDLERS = {
     "circulation.transfer_requested": on_transfer_requested,
     "circulation.transfer_cancelled": on_transfer_cancelled,
+    "circulation.transfer_completed": on_transfer_completed,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from services.circulation.app import spec
@@ -90,3 +92,50 @@ async def test_branch_token_speaks_only_for_its_site(infra: Infra) -> None:
         assert ["body", 0, "data", "barcode"] in [e["loc"] for e in r.json()["detail"]]
         r = await client.post("/branch-events", json=event)
         assert r.status_code == 401
+
+
+async def test_checkin_at_destination_completes_the_transfer(infra: Infra) -> None:
+    from sqlalchemy import func, select
+
+    from services.circulation.models import Anomaly
+
+    settings = await new_env(infra)
+    async with running_service(spec(), settings) as client:
+        await produce(settings, "cataloging.items", [cataloged("N1", "JX-HN-01", "JX-CENTRAL")])
+
+        async def shipped():
+            body = (await client.get("/items/N1", headers=token("admin"))).json()
+            return body.get("status") == "in_transit" and body
+
+        item = await eventually(shipped, what="new item sent to its owner")
+        transfer_id = item["open_transfer"]["transfer_id"]
+        assert item["open_transfer"]["reason"] == "new_item"
+
+        r = await client.post("/branch-events",
+                              json=branch_event("branch.checkin", "JX-HN-01", "N1"),
+                              headers=token("desk", site="JX-HN-01"))
+        assert r.status_code == 202
+
+        async def shelved():
+            body = (await client.get("/items/N1", headers=token("admin"))).json()
+            return body["status"] == "available" and body
+
+        item = await eventually(shelved, what="checked in at its destination")
+        assert item["site"] == "JX-HN-01" and item["open_transfer"] is None
+        records = await read_topic(settings, "circulation.transfers", at_least=2)
+        completed = events_of(records, "circulation.transfer_completed")
+        assert [e["data"]["transfer_id"] for e in completed] == [transfer_id]
+
+        # logistics confirming the arrival later is not an anomaly
+        await produce(settings, "logistics.shipments", [cloud_event(
+            "logistics.shipment_delivered", "N1",
+            {"shipment_id": "S-1", "transfer_id": transfer_id, "barcode": "N1",
+             "site": "JX-HN-01"}, source="branchline/logistics")])
+        await produce(settings, "branch.events", [branch_event("branch.checkin", "JX-HN-01", "N1")])
+
+        async def settled():
+            async with client.service.ctx.sessionmaker() as session:  # type: ignore[attr-defined]
+                return (await session.execute(select(func.count()).select_from(Anomaly))).scalar()
+
+        await asyncio.sleep(2)
+        assert await settled() == 0

@@ -268,3 +268,27 @@ async def test_scan_input_and_roles(infra: Infra) -> None:
         assert r.json() == {"scan_id": "S-30", "duplicate": False, "results": []}
         r = await client.get("/shipments", headers=DRIVER)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "barcode"]
+
+
+async def test_checkin_at_destination_delivers_the_open_shipment(infra: Infra) -> None:
+    """Circulation completed the transfer at the shelf before any unload scan."""
+    settings = await new_env(infra)
+    async with running_service(spec(), settings) as client:
+        await produce(settings, "circulation.transfers",
+                      [transfer_requested("TC-1", "BC-1", "JX-PH-01", "JX-HN-01")])
+        shipment = await wait_for_shipment(client, "BC-1")
+        completed = cloud_event(
+            "circulation.transfer_completed", "BC-1",
+            {"transfer_id": "TC-1", "barcode": "BC-1", "site": "JX-HN-01"}, source=CIRCULATION)
+        await produce(settings, "circulation.transfers", [completed, completed])
+
+        async def delivered():
+            rows = await shipments_of(client, "BC-1")
+            return rows[0]["status"] == "delivered" and rows[0]
+
+        await eventually(delivered, what="shipment delivered by the check-in")
+        records = await read_topic(settings, "logistics.shipments", at_least=2, settle=2.0)
+        done = events_of(records, "logistics.shipment_delivered")
+        assert len(done) == 1
+        assert done[0]["data"]["shipment_id"] == shipment["shipment_id"]
+        assert done[0]["data"]["site"] == "JX-HN-01"
