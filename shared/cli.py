@@ -90,10 +90,20 @@ class Stack:
                 _say(f"  port {pg_port} is taken; embedded Postgres uses {new} instead")
                 pg_port = new
             self.pg = EmbeddedPostgres(self.state_dir / "pg", port=pg_port)
+            if not self.pg.traversable():
+                # Run as root, postgres runs as `nobody`, which must reach its data folder.
+                import hashlib
+
+                tag = hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:8]
+                fallback = Path("/tmp") / f"branchline-{tag}" / "pg"
+                fallback.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                _say(f"  {self.state_dir} is not reachable by the unprivileged user postgres "
+                     f"runs as; keeping its data in {fallback} instead")
+                self.pg = EmbeddedPostgres(fallback, port=pg_port)
             t = time.monotonic()
             self.pg.start()
             self.database_url = self.pg.url
-            _say(f"  Postgres   {self.database_url}  (data in {self.state_dir / 'pg'}, "
+            _say(f"  Postgres   {self.database_url}  (data in {self.pg.data_dir}, "
                  f"{time.monotonic() - t:.1f}s)")
         else:
             _say(f"  Postgres   {self.database_url}  (external, from DATABASE_URL)")

@@ -483,6 +483,20 @@ class EmbeddedPostgres:
         self._chown(self._sockdir)
         return self._install_bindir()
 
+    @property
+    def data_dir(self) -> Path:
+        return self._base / "pgdata"
+
+    def traversable(self) -> bool:
+        """Whether postgres (as `nobody` when started by root) can reach the base dir."""
+        if self._user is None:
+            return True
+        try:
+            self._check_traversable(self._base)
+        except InfraError:
+            return False
+        return True
+
     def _check_traversable(self, base: Path) -> None:
         assert self._user is not None
         for parent in base.resolve().parents:
