@@ -219,7 +219,13 @@ def subscribe(
     )
     async def on_batch(records: Any, message: KafkaMessage) -> None:
         handled = processor.handlers
-        items = [Incoming.from_record(r, handled) for r in message.raw_message]
+        records = message.raw_message
+        now_ms = time.time() * 1000
+        age = metrics.RECORD_AGE.labels(service)
+        for r in records:
+            if r.timestamp and r.timestamp > 0:
+                age.observe(max(0.0, (now_ms - r.timestamp) / 1000))
+        items = [Incoming.from_record(r, handled) for r in records]
         try:
             await processor.process(items)
         except asyncio.CancelledError:

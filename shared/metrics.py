@@ -39,3 +39,9 @@ BATCH_SIZE = Histogram(
 OUTBOX_BACKLOG = Gauge(
     "branchline_outbox_backlog", "Outbox rows not yet published", ["service"]
 )
+RECORD_AGE = Histogram(
+    "branchline_record_age_seconds",
+    "Age of a record (now minus its Kafka timestamp) when its batch is handled",
+    ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
