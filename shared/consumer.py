@@ -157,7 +157,7 @@ class EventProcessor:
                 fresh.discard(env.key)  # a second copy inside the same batch is a duplicate
                 todo.append((env, item.payload))
             else:
-                metrics.DUPLICATES.labels(self.ctx.service, env.type).inc()
+                metrics.child(metrics.DUPLICATES, self.ctx.service, env.type).inc()
         if self.prefetch and todo:
             await self.prefetch(uow, todo)
         for env, payload in todo:
@@ -172,10 +172,10 @@ class EventProcessor:
         finally:
             logs.correlation_id.reset(token_c)
             logs.event_id.reset(token_e)
-        metrics.HANDLER_SECONDS.labels(self.ctx.service, env.type).observe(
+        metrics.child(metrics.HANDLER_SECONDS, self.ctx.service, env.type).observe(
             time.perf_counter() - started
         )
-        metrics.CONSUMED.labels(self.ctx.service, env.type).inc()
+        metrics.child(metrics.CONSUMED, self.ctx.service, env.type).inc()
 
 
 async def _keep_raw_parser(records: tuple[ConsumerRecord, ...], original: Any) -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 CONSUMED = Counter(
@@ -45,3 +48,9 @@ RECORD_AGE = Histogram(
     ["service"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+
+@cache
+def child(metric: Any, *labels: str) -> Any:
+    """A metric's labelled child, looked up once (`labels()` takes a lock on every call)."""
+    return metric.labels(*labels)

@@ -311,7 +311,7 @@ class OutboxRelay:
                 {"ids": [row.id for row in rows]},
             )
         for row in rows:
-            metrics.PUBLISHED.labels(self.ctx.service, row.event_type).inc()
+            metrics.child(metrics.PUBLISHED, self.ctx.service, row.event_type).inc()
         return len(rows)
 
     async def _update_backlog(self) -> None:
