@@ -234,7 +234,6 @@ async def test_d_sigkill_circulation_mid_stream_loses_and_doubles_nothing(system
     assert done_at_kill < n  # the kill really landed mid-stream
 
     system.stack.start_service("circulation")
-    system.stack.procs = {**system.stack.procs}
     system.stack.wait_healthy(timeout=90)
 
     async def all_shipped():
