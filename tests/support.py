@@ -104,6 +104,16 @@ def cloud_event(event_type: str, subject: str, data: dict[str, Any], *, source: 
     }
 
 
+def item_cataloged(barcode: str, owner: str, site: str | None = None) -> dict[str, Any]:
+    """What cataloging publishes for a new item; `site` defaults to the owning branch."""
+    return cloud_event(
+        "cataloging.item_cataloged", barcode,
+        {"barcode": barcode, "bib_id": "bib-1", "isbn": "9787020002207", "title": "Wei Cheng",
+         "call_number": "I247.5/Q1", "owning_branch": owner, "site": site or owner},
+        source="branchline/cataloging",
+    )
+
+
 def branch_event(event_type: str, branch: str, barcode: str, event_id: str | None = None,
                  **data: Any) -> dict[str, Any]:
     return cloud_event(event_type, barcode, {"branch": branch, "barcode": barcode, **data},

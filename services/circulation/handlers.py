@@ -41,21 +41,19 @@ async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) 
     barcodes = {p.barcode for _, p in events if hasattr(p, "barcode")}
     transfer_ids = {p.transfer_id for _, p in events if isinstance(p, ShipmentDelivered)}
     loan_ids: set[str] = set()
-    # The session's identity map holds rows weakly: keep them here so the handlers' `get`s
-    # find them instead of querying (and autoflushing) once per event.
-    loaded: list[object] = uow.cache.setdefault("loaded", [])
     if barcodes:
         items = (await s.exec(select(Item).where(col(Item.barcode).in_(barcodes)))).all()
-        known = uow.cache.setdefault("items", {})
+        known = uow.cache.setdefault("items", {})  # misses too: no query per unknown barcode
         known.update({b: None for b in barcodes})
         known.update({i.barcode: i for i in items})
         transfer_ids |= {i.open_transfer_id for i in items if i.open_transfer_id}
         loan_ids = {i.loan_id for i in items if i.loan_id}
+    # Loaded rows stay in the session for the whole unit of work (see UnitOfWork), so the
+    # handlers' `session.get` finds them without a query.
     if transfer_ids:
-        loaded.extend((await s.exec(
-            select(Transfer).where(col(Transfer.transfer_id).in_(transfer_ids)))).all())
+        await s.exec(select(Transfer).where(col(Transfer.transfer_id).in_(transfer_ids)))
     if loan_ids:
-        loaded.extend((await s.exec(select(Loan).where(col(Loan.loan_id).in_(loan_ids)))).all())
+        await s.exec(select(Loan).where(col(Loan.loan_id).in_(loan_ids)))
     if any(isinstance(p, BranchCheckin) for _, p in events):
         rows = (await s.exec(select(Site).where(col(Site.floating_group).is_not(None)))).all()
         uow.cache["floating_groups"] = {r.code: r.floating_group for r in rows}

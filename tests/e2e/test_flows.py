@@ -20,9 +20,9 @@ from tests.e2e.conftest import E2E
 from tests.support import (
     asyncpg_dsn,
     branch_event,
-    cloud_event,
     events_of,
     eventually,
+    item_cataloged,
     produce,
     read_topic,
 )
@@ -61,14 +61,6 @@ async def shipment_for(system: E2E, barcode: str) -> dict:
 
     return await eventually(created, timeout=30, what=f"a shipment for {barcode}")
 
-
-def cataloged(barcode: str, owner: str) -> dict:
-    return cloud_event(
-        "cataloging.item_cataloged", barcode,
-        {"barcode": barcode, "bib_id": "bib-e2e", "title": "Midnight", "call_number": "I247/M",
-         "owning_branch": owner, "site": owner},
-        source="branchline/cataloging",
-    )
 
 
 async def test_a_purchase_to_shelf(system: E2E) -> None:
@@ -136,7 +128,7 @@ def copies_owner(copies: dict, items: dict, barcode: str) -> str:
 
 async def test_b_return_anywhere(system: E2E) -> None:
     barcode = f"E2E-B-{uuid.uuid4().hex[:6]}"
-    await produce(system.settings, "cataloging.items", [cataloged(barcode, HAINING)])
+    await produce(system.settings, "cataloging.items", [item_cataloged(barcode, HAINING)])
 
     async def registered():
         return (await item(system, barcode)).get("status") == "available"
@@ -178,7 +170,7 @@ async def test_b_return_anywhere(system: E2E) -> None:
 
 async def test_c_same_checkin_twice_makes_one_transfer(system: E2E) -> None:
     barcode = f"E2E-C-{uuid.uuid4().hex[:6]}"
-    await produce(system.settings, "cataloging.items", [cataloged(barcode, HAINING)])
+    await produce(system.settings, "cataloging.items", [item_cataloged(barcode, HAINING)])
 
     async def registered():
         return (await item(system, barcode)).get("status") == "available"
@@ -210,7 +202,8 @@ async def test_d_sigkill_circulation_mid_stream_loses_and_doubles_nothing(system
     tag = uuid.uuid4().hex[:6]
     barcodes = [f"K{tag}{i:04d}" for i in range(n)]
     dsn = asyncpg_dsn(system.settings.database_url)
-    await produce(system.settings, "cataloging.items", [cataloged(b, HAINING) for b in barcodes])
+    await produce(system.settings, "cataloging.items",
+                  [item_cataloged(b, HAINING) for b in barcodes])
 
     async def all_registered():
         return await _count(dsn, f"SELECT count(*) FROM circulation.item "

@@ -13,6 +13,7 @@ from tests.support import (
     cloud_event,
     events_of,
     eventually,
+    item_cataloged,
     new_env,
     produce,
     read_topic,
@@ -23,19 +24,11 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 
-def cataloged(barcode: str, owner: str, site: str) -> dict:
-    return cloud_event(
-        "cataloging.item_cataloged", barcode,
-        {"barcode": barcode, "bib_id": "bib-1", "isbn": "9787020002207", "title": "Fortress",
-         "call_number": "I247.5/Q1", "owning_branch": owner, "site": site},
-        source="branchline/cataloging",
-    )
-
 
 async def test_checkin_elsewhere_requests_one_transfer_home(infra: Infra) -> None:
     settings = await new_env(infra)
     async with running_service(spec(), settings) as client:
-        await produce(settings, "cataloging.items", [cataloged("B1", "JX-HN-01", "JX-HN-01")])
+        await produce(settings, "cataloging.items", [item_cataloged("B1", "JX-HN-01", "JX-HN-01")])
 
         async def registered():
             r = await client.get("/items/B1", headers=token("admin"))
@@ -101,7 +94,8 @@ async def test_checkin_at_destination_completes_the_transfer(infra: Infra) -> No
 
     settings = await new_env(infra)
     async with running_service(spec(), settings) as client:
-        await produce(settings, "cataloging.items", [cataloged("N1", "JX-HN-01", "JX-CENTRAL")])
+        await produce(settings, "cataloging.items",
+                      [item_cataloged("N1", "JX-HN-01", "JX-CENTRAL")])
 
         async def shipped():
             body = (await client.get("/items/N1", headers=token("admin"))).json()

@@ -261,7 +261,7 @@ def test_kafka_addr_in_use_exit_zero_is_not_success(
 
     Only the pre-check is disabled; the broker process is real.
     """
-    monkeypatch.setattr(infra, "_port_in_use", lambda port: False)
+    monkeypatch.setattr(infra, "port_in_use", lambda port: False)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()

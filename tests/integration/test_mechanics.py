@@ -23,9 +23,9 @@ from shared.outbox import OutboxRelay, ServiceContext, UnitOfWork
 from tests.support import (
     Infra,
     branch_event,
-    cloud_event,
     events_of,
     eventually,
+    item_cataloged,
     new_env,
     produce,
     read_topic,
@@ -34,14 +34,6 @@ from tests.support import (
 
 pytestmark = pytest.mark.integration
 
-
-def cataloged(barcode: str, owner: str) -> dict:
-    return cloud_event(
-        "cataloging.item_cataloged", barcode,
-        {"barcode": barcode, "bib_id": "bib-1", "title": "T", "call_number": "X",
-         "owning_branch": owner, "site": owner},
-        source="branchline/cataloging",
-    )
 
 
 async def test_relay_publishes_exactly_the_committed_events(infra: Infra) -> None:
@@ -74,7 +66,7 @@ async def test_relay_publishes_exactly_the_committed_events(infra: Infra) -> Non
 async def test_duplicate_delivery_has_one_effect(infra: Infra) -> None:
     settings = await new_env(infra)
     async with running_service(spec(), settings) as client:
-        await produce(settings, "cataloging.items", [cataloged("D1", "JX-A")])
+        await produce(settings, "cataloging.items", [item_cataloged("D1", "JX-A")])
         checkin = branch_event("branch.checkin", "JX-B", "D1")
         # the same event three times: twice in one batch, once later
         await produce(settings, "branch.events", [checkin, checkin])
@@ -90,7 +82,7 @@ async def test_duplicate_delivery_has_one_effect(infra: Infra) -> None:
 async def test_unusable_records_go_to_the_dead_letter_topic(infra: Infra) -> None:
     settings = await new_env(infra)
     async with running_service(spec(), settings) as client:
-        await produce(settings, "cataloging.items", [cataloged("G1", "JX-A")])
+        await produce(settings, "cataloging.items", [item_cataloged("G1", "JX-A")])
         missing = branch_event("branch.checkin", "JX-B", "X3")
         del missing["data"]["barcode"]
         unknown = branch_event("branch.checkin", "JX-B", "X2")
@@ -145,7 +137,8 @@ async def test_database_outage_is_retried_and_offsets_not_committed(infra: Infra
     settings = await new_env(infra)
     pg = infra.postgres
     async with running_service(spec(), settings) as client:
-        await produce(settings, "cataloging.items", [cataloged(f"O{i}", "JX-A") for i in range(20)])
+        await produce(settings, "cataloging.items",
+                      [item_cataloged(f"O{i}", "JX-A") for i in range(20)])
 
         async def registered():
             r = await client.get("/items/O19", headers={"Authorization": "Bearer " + _admin()})
