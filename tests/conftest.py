@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.infra import EmbeddedKafka, EmbeddedPostgres, free_port
+from devtools.infra import EmbeddedKafka, EmbeddedPostgres, free_port
 from tests.support import Infra
 
 

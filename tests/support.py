@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,11 +15,11 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from shared.auth import issue_token
-from shared.broker import ensure_topics
-from shared.events import CONTENT_TYPE, TOPICS
-from shared.service import ServiceSpec, build_app
-from shared.settings import Settings
+from shared.contracts import CONTENT_TYPE, TOPICS
+from shared.messaging.kafka import ensure_topics
+from shared.service.app import Service, ServiceSpec, build_app
+from shared.service.auth import issue_token
+from shared.service.settings import Settings
 
 T = TypeVar("T")
 SIGNING_KEY = "test-signing-key-" + "x" * 32
@@ -75,16 +75,24 @@ def token(role: str, **kw: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_token(role, key=SIGNING_KEY, **kw)}"}
 
 
+class ServiceClient(httpx.AsyncClient):
+    """An HTTP client wired to a service running in this process; `.service` is the service."""
+
+    def __init__(self, service: Service, transport: httpx.ASGITransport) -> None:
+        super().__init__(transport=transport, base_url="http://svc")
+        self.service = service
+
+
 @asynccontextmanager
-async def running_service(spec: ServiceSpec, settings: Settings):  # type: ignore[no-untyped-def]
+async def running_service(
+    spec: ServiceSpec, settings: Settings,
+) -> AsyncIterator[ServiceClient]:
     """Start a service in this process (its consumer, relay and API) against real infra."""
     app = build_app(spec, settings, configure_logging=False)
-    service = app.state.service
+    service: Service = app.state.service
     await service.start()
     try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
-            client.service = service  # type: ignore[attr-defined]
+        async with ServiceClient(service, httpx.ASGITransport(app=app)) as client:
             yield client
     finally:
         await service.stop()

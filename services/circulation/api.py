@@ -8,10 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, status
 from pydantic import BaseModel
 
+from services.circulation.handlers import handlers
 from services.circulation.models import Item, Loan, Transfer
-from shared.auth import Principal, current_principal, require
-from shared.events import BRANCH_EVENTS, CONTENT_TYPE, InvalidEvent, parse_obj
-from shared.service import ServiceDep
+from shared.contracts import BRANCH_EVENTS, CONTENT_TYPE, EVENTS, InvalidEvent, parse_obj
+from shared.contracts.branch import BranchEvent
+from shared.errors import NotFound
+from shared.service.app import ServiceDep, SessionDep
+from shared.service.auth import Principal, current_principal, require
 
 router = APIRouter()
 
@@ -31,7 +34,8 @@ async def post_branch_events(
     """Same rules as the `branch.events` topic; accepted events join that topic in order."""
     events = body if isinstance(body, list) else [body]
     if not events:
-        raise HTTPException(422, [{"loc": ["body"], "msg": "no events given"}])
+        raise HTTPException(422, [{"loc": ["body"], "msg": "no events given",
+                                   "type": "empty"}])
     errors: list[dict[str, Any]] = []
     parsed = []
     for index, raw in enumerate(events):
@@ -42,11 +46,18 @@ async def post_branch_events(
             errors.extend({"loc": [*prefix, *f.split(".")], "msg": exc.reason,
                            "type": exc.error_type} for f in exc.fields or ["body"])
             continue
-        if not envelope.type.startswith("branch."):
+        if not isinstance(payload, BranchEvent):
             errors.append({"loc": [*prefix, "type"], "msg": "only branch.* events are accepted",
                            "type": "wrong_type"})
             continue
-        branch = payload.branch  # type: ignore[attr-defined]
+        if envelope.type not in handlers:
+            errors.append({"loc": [*prefix, "type"],
+                           "msg": f"no service handles {envelope.type!r} yet; handled: "
+                                  + ", ".join(sorted(t for t in handlers.by_type
+                                                     if EVENTS[t].producer == "branch")),
+                           "type": "unhandled_type"})
+            continue
+        branch = payload.branch
         if not principal.may_speak_for(branch):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
@@ -98,16 +109,15 @@ class ItemView(BaseModel):
 @router.get("/items/{barcode}", response_model=ItemView, tags=["items"])
 async def get_item(
     barcode: str,
-    service: ServiceDep,
+    session: SessionDep,
     _: Annotated[Principal, Depends(current_principal)],
 ) -> ItemView:
-    async with service.ctx.sessionmaker() as session:
-        item = await session.get(Item, barcode)
-        if item is None:
-            raise HTTPException(404, f"no item with barcode {barcode!r}")
-        transfer = await session.get(Transfer, item.open_transfer_id) \
-            if item.open_transfer_id else None
-        loan = await session.get(Loan, item.loan_id) if item.loan_id else None
+    item = await session.get(Item, barcode)
+    if item is None:
+        raise NotFound(f"no item with barcode {barcode!r}")
+    transfer = await session.get(Transfer, item.open_transfer_id) \
+        if item.open_transfer_id else None
+    loan = await session.get(Loan, item.loan_id) if item.loan_id else None
     return ItemView(
         barcode=item.barcode, status=item.status, site=item.site,
         owning_branch=item.owning_branch, bib_id=item.bib_id, title=item.title,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Literal
+from typing import cast, get_args
 
-Disposition = Literal["reshelve", "hold_shelf", "transfer", "float"]
+from shared.contracts.circulation import Disposition, ItemStatus, TransferReason
+
+__all__ = ["Disposition", "ItemStatus", "TransferReason"]
 
 DEFAULT_LOAN_DAYS = 30
 
@@ -32,12 +34,12 @@ class CheckinDecision:
     """
 
     disposition: Disposition
-    status: str
+    status: ItemStatus
     site: str
     complete_transfer: str | None = None
     cancel_transfer: str | None = None
     transfer_to: str | None = None
-    reason: str | None = None
+    reason: TransferReason | None = None
 
 
 def decide_checkin(
@@ -74,7 +76,14 @@ def decide_checkin(
                            reason="return_home")
 
 
-def placement_of_new_item(*, site: str, owning_branch: str) -> tuple[str, str | None]:
+def item_status(value: str) -> ItemStatus:
+    """A stored status as the contract's type; a value outside it is a bug, not input."""
+    if value not in get_args(ItemStatus):
+        raise ValueError(f"unknown item status {value!r}")
+    return cast(ItemStatus, value)
+
+
+def placement_of_new_item(*, site: str, owning_branch: str) -> tuple[ItemStatus, str | None]:
     """A newly catalogued item waits in processing until it is shipped to its owner."""
     if site == owning_branch:
         return "available", None

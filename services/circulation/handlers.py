@@ -1,8 +1,8 @@
 """Circulation's use cases: each runs inside the caller's transaction (state + inbox + outbox).
 
-A consumer hands a whole fetched batch to one transaction; `prefetch` loads every item,
-transfer and loan the batch touches in a few queries so the per-event handlers below find
-them in the session's identity map instead of asking the database one by one.
+A consumer hands a whole fetched batch to one unit of work; `prefetch` loads every item,
+transfer, loan and site the batch touches in a few queries, so the per-event handlers
+below find them in their repositories instead of asking the database one by one.
 """
 
 from __future__ import annotations
@@ -10,104 +10,84 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlmodel import col, select
-
 from services.circulation import domain
 from services.circulation.models import Anomaly, Item, Loan, Site, Transfer
-from shared.events import (
-    BranchCheckin,
-    BranchCheckout,
-    BranchItemMissing,
-    BranchRenewal,
-    Envelope,
-    ItemCataloged,
+from shared.contracts import Envelope, Event, new_id, utcnow
+from shared.contracts.branch import BranchCheckin, BranchCheckout, BranchItemMissing, BranchRenewal
+from shared.contracts.cataloging import ItemCataloged
+from shared.contracts.circulation import (
     ItemCheckedIn,
     ItemCheckedOut,
     ItemStatusChanged,
-    Payload,
-    ShipmentDelivered,
-    SiteUpserted,
     TransferCancelled,
     TransferCompleted,
     TransferRequested,
-    new_id,
-    utcnow,
 )
-from shared.outbox import UnitOfWork
+from shared.contracts.logistics import ShipmentDelivered, SiteUpserted
+from shared.messaging.consumer import Handlers
+from shared.messaging.unit_of_work import UnitOfWork
+
+handlers = Handlers()
 
 
-async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) -> None:
-    s = uow.session
+@handlers.before_batch
+async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) -> None:
+    items = uow.repo(Item)
     barcodes = {p.barcode for _, p in events if hasattr(p, "barcode")}
     transfer_ids = {p.transfer_id for _, p in events if isinstance(p, ShipmentDelivered)}
     loan_ids: set[str] = set()
+    sites = {p.branch for _, p in events if isinstance(p, BranchCheckin)}
     if barcodes:
-        items = (await s.exec(select(Item).where(col(Item.barcode).in_(barcodes)))).all()
-        known = uow.cache.setdefault("items", {})  # misses too: no query per unknown barcode
-        known.update({b: None for b in barcodes})
-        known.update({i.barcode: i for i in items})
-        transfer_ids |= {i.open_transfer_id for i in items if i.open_transfer_id}
-        loan_ids = {i.loan_id for i in items if i.loan_id}
-    # Loaded rows stay in the session for the whole unit of work (see UnitOfWork), so the
-    # handlers' `session.get` finds them without a query.
-    if transfer_ids:
-        await s.exec(select(Transfer).where(col(Transfer.transfer_id).in_(transfer_ids)))
-    if loan_ids:
-        await s.exec(select(Loan).where(col(Loan.loan_id).in_(loan_ids)))
-    if any(isinstance(p, BranchCheckin) for _, p in events):
-        rows = (await s.exec(select(Site).where(col(Site.floating_group).is_not(None)))).all()
-        uow.cache["floating_groups"] = {r.code: r.floating_group for r in rows}
+        await items.load(barcodes)
+        for barcode in barcodes:
+            item = await items.get(barcode)
+            if item is None:
+                continue
+            if item.open_transfer_id:
+                transfer_ids.add(item.open_transfer_id)
+            if item.loan_id:
+                loan_ids.add(item.loan_id)
+            if item.owning_branch and sites:
+                sites.add(item.owning_branch)
+    await uow.repo(Transfer).load(transfer_ids)
+    await uow.repo(Loan).load(loan_ids)
+    await uow.repo(Site).load(sites)
 
 
-async def _get_item(uow: UnitOfWork, barcode: str) -> Item | None:
-    """The item from the batch's prefetch, else from the database."""
-    known: dict[str, Item | None] = uow.cache.setdefault("items", {})
-    if barcode in known:
-        return known[barcode]
-    item = await uow.session.get(Item, barcode)
-    known[barcode] = item
-    return item
-
-
-def _add_item(uow: UnitOfWork, item: Item) -> None:
-    uow.session.add(item)
-    uow.cache.setdefault("items", {})[item.barcode] = item
-
-
-def _floating(uow: UnitOfWork, code: str | None) -> str | None:
-    return uow.cache.get("floating_groups", {}).get(code) if code else None
+async def _floating(uow: UnitOfWork, code: str | None) -> str | None:
+    site = await uow.repo(Site).get(code) if code else None
+    return site.floating_group if site else None
 
 
 def _record_anomaly(uow: UnitOfWork, env: Envelope, barcode: str, kind: str, detail: str) -> None:
-    uow.session.add(Anomaly(barcode=barcode, kind=kind, detail=detail, event_id=env.id,
-                            at=utcnow()))
+    uow.repo(Anomaly).add(Anomaly(barcode=barcode, kind=kind, detail=detail, event_id=env.id,
+                                  at=utcnow()))
 
 
-def _status_changed(uow: UnitOfWork, env: Envelope, item: Item, before: tuple) -> None:
+def _status_changed(uow: UnitOfWork, env: Envelope, item: Item,
+                    before: tuple[str, str | None]) -> None:
     """Tell the network when an item's status or whereabouts changed."""
     if (item.status, item.site) != before and item.site:
         uow.emit(
-            "circulation.item_status_changed", item.barcode,
             ItemStatusChanged(barcode=item.barcode, bib_id=item.bib_id or "",
-                              status=item.status, site=item.site,  # type: ignore[arg-type]
+                              status=domain.item_status(item.status), site=item.site,
                               owning_branch=item.owning_branch or item.site),
-            cause=env,
+            subject=item.barcode, cause=env,
         )
 
 
-def _request_transfer(uow: UnitOfWork, env: Envelope, item: Item, to_site: str, reason: str,
-                      hold_id: str | None = None) -> Transfer:
+def _request_transfer(uow: UnitOfWork, env: Envelope, item: Item, to_site: str,
+                      reason: domain.TransferReason, hold_id: str | None = None) -> Transfer:
     now = utcnow()
     transfer = Transfer(transfer_id=new_id(), barcode=item.barcode, from_site=item.site or "",
                         to_site=to_site, reason=reason, hold_id=hold_id, requested_at=now)
-    uow.session.add(transfer)
+    uow.repo(Transfer).add(transfer)
     item.open_transfer_id = transfer.transfer_id
     uow.emit(
-        "circulation.transfer_requested", item.barcode,
         TransferRequested(transfer_id=transfer.transfer_id, barcode=item.barcode,
                           from_site=transfer.from_site, to_site=to_site,
-                          reason=reason, hold_id=hold_id, requested_at=now),  # type: ignore[arg-type]
-        cause=env,
+                          reason=reason, hold_id=hold_id, requested_at=now),
+        subject=item.barcode, cause=env,
     )
     return transfer
 
@@ -119,22 +99,22 @@ def _close_transfer(uow: UnitOfWork, env: Envelope, transfer: Transfer, item: It
         item.open_transfer_id = None
     if cancel_reason is None:
         transfer.status = "completed"
-        uow.emit("circulation.transfer_completed", item.barcode,
-                 TransferCompleted(transfer_id=transfer.transfer_id, barcode=item.barcode,
-                                   site=completed_at or transfer.to_site), cause=env)
+        uow.emit(TransferCompleted(transfer_id=transfer.transfer_id, barcode=item.barcode,
+                                   site=completed_at or transfer.to_site),
+                 subject=item.barcode, cause=env)
     else:
         transfer.status = "cancelled"
-        uow.emit("circulation.transfer_cancelled", item.barcode,
-                 TransferCancelled(transfer_id=transfer.transfer_id, barcode=item.barcode,
-                                   reason=cancel_reason), cause=env)
+        uow.emit(TransferCancelled(transfer_id=transfer.transfer_id, barcode=item.barcode,
+                                   reason=cancel_reason),
+                 subject=item.barcode, cause=env)
 
 
 async def _item_for_fact(uow: UnitOfWork, env: Envelope, barcode: str, branch: str) -> Item:
     """The item a branch fact is about; an unknown barcode is kept, not refused."""
-    item = await _get_item(uow, barcode)
+    item = await uow.repo(Item).get(barcode)
     if item is None:
         item = Item(barcode=barcode, site=branch, status="available")
-        _add_item(uow, item)
+        uow.repo(Item).add(item)
         _record_anomaly(uow, env, barcode, "unknown_item",
                         f"{env.type} at {branch} for a barcode circulation has not registered")
     return item
@@ -143,7 +123,7 @@ async def _item_for_fact(uow: UnitOfWork, env: Envelope, barcode: str, branch: s
 async def _close_loan(uow: UnitOfWork, item: Item, branch: str, at: datetime) -> str | None:
     if not item.loan_id:
         return None
-    loan = await uow.session.get(Loan, item.loan_id)
+    loan = await uow.repo(Loan).get(item.loan_id)
     item.loan_id = None
     if loan is None or loan.returned_at is not None:
         return None
@@ -152,6 +132,11 @@ async def _close_loan(uow: UnitOfWork, item: Item, branch: str, at: datetime) ->
     return loan.loan_id
 
 
+async def _open_transfer(uow: UnitOfWork, item: Item) -> Transfer | None:
+    return await uow.repo(Transfer).get(item.open_transfer_id) if item.open_transfer_id else None
+
+
+@handlers.on(BranchCheckin)
 async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> None:
     item = await _item_for_fact(uow, env, data.barcode, data.branch)
     before = (item.status, item.site)
@@ -159,20 +144,17 @@ async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> Non
     item.last_event_at = env.time
     if item.owning_branch is None:
         item.site, item.status = data.branch, "available"
-        uow.emit("circulation.item_checked_in", item.barcode,
-                 ItemCheckedIn(barcode=item.barcode, branch=data.branch, loan_id=loan_id,
-                               disposition="reshelve"), cause=env)
+        uow.emit(ItemCheckedIn(barcode=item.barcode, branch=data.branch, loan_id=loan_id,
+                               disposition="reshelve"), subject=item.barcode, cause=env)
         return
-    transfer = None
-    if item.open_transfer_id:
-        transfer = await uow.session.get(Transfer, item.open_transfer_id)
+    transfer = await _open_transfer(uow, item)
     decision = domain.decide_checkin(
         branch=data.branch,
         owning_branch=item.owning_branch,
         open_transfer=domain.OpenTransfer(transfer.transfer_id, transfer.to_site)
         if transfer is not None else None,
-        floating_group_here=_floating(uow, data.branch),
-        floating_group_owner=_floating(uow, item.owning_branch),
+        floating_group_here=await _floating(uow, data.branch),
+        floating_group_owner=await _floating(uow, item.owning_branch),
     )
     item.site, item.status = decision.site, decision.status
     if transfer is not None and decision.complete_transfer:
@@ -182,12 +164,12 @@ async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> Non
                         cancel_reason=f"checked in at {data.branch}; re-routed")
     if decision.transfer_to:
         _request_transfer(uow, env, item, decision.transfer_to, decision.reason or "return_home")
-    uow.emit("circulation.item_checked_in", item.barcode,
-             ItemCheckedIn(barcode=item.barcode, branch=data.branch, loan_id=loan_id,
-                           disposition=decision.disposition), cause=env)
+    uow.emit(ItemCheckedIn(barcode=item.barcode, branch=data.branch, loan_id=loan_id,
+                           disposition=decision.disposition), subject=item.barcode, cause=env)
     _status_changed(uow, env, item, before)
 
 
+@handlers.on(BranchCheckout)
 async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> None:
     item = await _item_for_fact(uow, env, data.barcode, data.branch)
     before = (item.status, item.site)
@@ -196,25 +178,24 @@ async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> N
         if old:
             _record_anomaly(uow, env, item.barcode, "checkout_while_on_loan",
                             f"loan {old} closed by a new check-out at {data.branch}")
-    if item.open_transfer_id:
-        transfer = await uow.session.get(Transfer, item.open_transfer_id)
-        if transfer is not None:
-            _close_transfer(uow, env, transfer, item, completed_at=None,
-                            cancel_reason=f"checked out at {data.branch}")
+    transfer = await _open_transfer(uow, item)
+    if transfer is not None:
+        _close_transfer(uow, env, transfer, item, completed_at=None,
+                        cancel_reason=f"checked out at {data.branch}")
     loan = Loan(loan_id=new_id(), barcode=item.barcode, patron=data.patron, branch=data.branch,
                 checked_out_at=env.time, due=domain.due_date(env.time.date(), data.due))
-    uow.session.add(loan)
+    uow.repo(Loan).add(loan)
     item.loan_id, item.status, item.site = loan.loan_id, "on_loan", data.branch
     item.last_event_at = env.time
-    uow.emit("circulation.item_checked_out", item.barcode,
-             ItemCheckedOut(barcode=item.barcode, branch=data.branch, patron=data.patron,
-                            loan_id=loan.loan_id, due=loan.due), cause=env)
+    uow.emit(ItemCheckedOut(barcode=item.barcode, branch=data.branch, patron=data.patron,
+                            loan_id=loan.loan_id, due=loan.due), subject=item.barcode, cause=env)
     _status_changed(uow, env, item, before)
 
 
+@handlers.on(BranchRenewal)
 async def on_renewal(uow: UnitOfWork, env: Envelope, data: BranchRenewal) -> None:
     item = await _item_for_fact(uow, env, data.barcode, data.branch)
-    loan = await uow.session.get(Loan, item.loan_id) if item.loan_id else None
+    loan = await uow.repo(Loan).get(item.loan_id) if item.loan_id else None
     if loan is None:
         _record_anomaly(uow, env, item.barcode, "renewal_without_loan",
                         f"renewal at {data.branch} for an item not on loan")
@@ -222,6 +203,7 @@ async def on_renewal(uow: UnitOfWork, env: Envelope, data: BranchRenewal) -> Non
     loan.due = domain.due_date(env.time.date(), data.due)
 
 
+@handlers.on(BranchItemMissing)
 async def on_item_missing(uow: UnitOfWork, env: Envelope, data: BranchItemMissing) -> None:
     item = await _item_for_fact(uow, env, data.barcode, data.branch)
     before = (item.status, item.site)
@@ -229,18 +211,19 @@ async def on_item_missing(uow: UnitOfWork, env: Envelope, data: BranchItemMissin
     _status_changed(uow, env, item, before)
 
 
+@handlers.on(ItemCataloged)
 async def on_item_cataloged(uow: UnitOfWork, env: Envelope, data: ItemCataloged) -> None:
     """Register a new copy and send it from processing to its owning branch."""
-    item = await _get_item(uow, data.barcode)
+    item = await uow.repo(Item).get(data.barcode)
     if item is not None and item.owning_branch is not None:
         item.bib_id, item.title, item.isbn = data.bib_id, data.title, data.isbn
         return  # already registered; a re-catalogue changes no whereabouts
     if item is None:
         item = Item(barcode=data.barcode, site=data.site)
-        _add_item(uow, item)
+        uow.repo(Item).add(item)
     item.bib_id, item.isbn, item.title = data.bib_id, data.isbn, data.title
     item.owning_branch = data.owning_branch
-    before = ("in_processing", None)
+    before: tuple[str, str | None] = ("in_processing", None)
     status, destination = domain.placement_of_new_item(site=item.site or data.site,
                                                        owning_branch=data.owning_branch)
     item.status = status
@@ -249,10 +232,11 @@ async def on_item_cataloged(uow: UnitOfWork, env: Envelope, data: ItemCataloged)
     _status_changed(uow, env, item, before)
 
 
+@handlers.on(ShipmentDelivered)
 async def on_shipment_delivered(uow: UnitOfWork, env: Envelope, data: ShipmentDelivered) -> None:
     """Arrival completes the open transfer and makes the item available where it landed."""
-    transfer = await uow.session.get(Transfer, data.transfer_id)
-    item = await _get_item(uow, data.barcode)
+    transfer = await uow.repo(Transfer).get(data.transfer_id)
+    item = await uow.repo(Item).get(data.barcode)
     if transfer is not None and transfer.status == "completed" and transfer.to_site == data.site:
         return  # logistics confirming an arrival circulation already saw at the shelf
     if transfer is None or item is None or transfer.status != "open":
@@ -265,17 +249,7 @@ async def on_shipment_delivered(uow: UnitOfWork, env: Envelope, data: ShipmentDe
     _status_changed(uow, env, item, before)
 
 
+@handlers.on(SiteUpserted)
 async def on_site_upserted(uow: UnitOfWork, env: Envelope, data: SiteUpserted) -> None:
-    await uow.session.merge(Site(code=data.code, name=data.name, kind=data.kind,
-                                 floating_group=data.floating_group, active=data.active))
-
-
-HANDLERS = {
-    "branch.checkin": on_checkin,
-    "branch.checkout": on_checkout,
-    "branch.renewal": on_renewal,
-    "branch.item_missing": on_item_missing,
-    "cataloging.item_cataloged": on_item_cataloged,
-    "logistics.shipment_delivered": on_shipment_delivered,
-    "network.site_upserted": on_site_upserted,
-}
+    await uow.repo(Site).put(Site(code=data.code, name=data.name, kind=data.kind,
+                                  floating_group=data.floating_group, active=data.active))

@@ -7,13 +7,10 @@ from datetime import date, datetime
 from sqlalchemy import Column, DateTime, Index, text
 from sqlmodel import Field, SQLModel
 
-from shared.outbox import outbox_tables
-
 SCHEMA = "circulation"
-TABLES = outbox_tables(SCHEMA)
 
 
-def _ts(nullable: bool = True) -> Column:  # type: ignore[type-arg]
+def _ts(nullable: bool = True) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 

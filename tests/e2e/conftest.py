@@ -11,13 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.cli import DEMO_NETWORK, SERVICES, Stack
-from shared.infra import free_port
+from devtools.infra import free_port
+from devtools.stack import DEMO_NETWORK, Stack
+from shared.contracts import SERVICES
+from shared.service.settings import Settings
 from tests.support import SIGNING_KEY, Infra, new_env, token
 
 
 class E2E:
-    def __init__(self, stack: Stack, settings) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stack: Stack, settings: Settings) -> None:
         self.stack = stack
         self.settings = settings
         self.http = httpx.AsyncClient(timeout=30)

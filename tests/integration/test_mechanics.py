@@ -13,13 +13,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
-from services.circulation.app import spec
-from services.circulation.models import TABLES, Transfer
-from shared import metrics
-from shared.broker import make_producer
-from shared.db import make_engine, make_sessionmaker, migrate
-from shared.events import BranchCheckin
-from shared.outbox import OutboxRelay, ServiceContext, UnitOfWork
+from services.circulation.models import Transfer
+from services.circulation.spec import SPEC
+from shared.contracts.branch import BranchCheckin
+from shared.messaging.kafka import make_producer
+from shared.messaging.outbox import OutboxRelay, ServiceContext, outbox_tables
+from shared.messaging.unit_of_work import SqlUnitOfWork
+from shared.service import metrics
+from shared.service.db import make_engine, make_sessionmaker, migrate
+from shared.service.settings import Settings
 from tests.support import (
     Infra,
     branch_event,
@@ -39,15 +41,16 @@ pytestmark = pytest.mark.integration
 async def test_relay_publishes_exactly_the_committed_events(infra: Infra) -> None:
     settings = await new_env(infra)
     engine = make_engine(settings.database_url, 2)
-    await migrate(engine, spec().migrations_dir, "circulation")
-    ctx = ServiceContext("circulation", TABLES, make_sessionmaker(engine))
+    await migrate(engine, SPEC.migrations_dir, "circulation")
+    ctx = ServiceContext("circulation", outbox_tables("circulation"), make_sessionmaker(engine),
+                         settings=settings)
 
-    async with UnitOfWork(ctx) as uow:
-        uow.emit("branch.checkin", "KEEP-1", BranchCheckin(branch="A", barcode="KEEP-1"))
-        uow.emit("branch.checkin", "KEEP-2", BranchCheckin(branch="A", barcode="KEEP-2"))
+    async with SqlUnitOfWork(ctx) as uow:
+        uow.emit(BranchCheckin(branch="A", barcode="KEEP-1"), subject="KEEP-1")
+        uow.emit(BranchCheckin(branch="A", barcode="KEEP-2"), subject="KEEP-2")
     with pytest.raises(RuntimeError):
-        async with UnitOfWork(ctx) as uow:
-            uow.emit("branch.checkin", "GONE-1", BranchCheckin(branch="A", barcode="GONE-1"))
+        async with SqlUnitOfWork(ctx) as uow:
+            uow.emit(BranchCheckin(branch="A", barcode="GONE-1"), subject="GONE-1")
             raise RuntimeError("the use case failed after emitting")
 
     producer = make_producer(settings, "test-relay")
@@ -65,7 +68,7 @@ async def test_relay_publishes_exactly_the_committed_events(infra: Infra) -> Non
 
 async def test_duplicate_delivery_has_one_effect(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "cataloging.items", [item_cataloged("D1", "JX-A")])
         checkin = branch_event("branch.checkin", "JX-B", "D1")
         # the same event three times: twice in one batch, once later
@@ -74,14 +77,14 @@ async def test_duplicate_delivery_has_one_effect(infra: Infra) -> None:
         await produce(settings, "branch.events", [checkin])
         records = await read_topic(settings, "circulation.transfers", at_least=1, settle=3.0)
         assert len(events_of(records, "circulation.transfer_requested")) == 1
-        async with client.service.ctx.sessionmaker() as session:  # type: ignore[attr-defined]
+        async with client.service.ctx.sessionmaker() as session:
             count = (await session.execute(select(func.count()).select_from(Transfer))).scalar()
         assert count == 1
 
 
 async def test_unusable_records_go_to_the_dead_letter_topic(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "cataloging.items", [item_cataloged("G1", "JX-A")])
         missing = branch_event("branch.checkin", "JX-B", "X3")
         del missing["data"]["barcode"]
@@ -111,13 +114,13 @@ async def test_unusable_records_go_to_the_dead_letter_topic(infra: Infra) -> Non
 
 
 def _admin() -> str:
-    from shared.auth import issue_token
+    from shared.service.auth import issue_token
     from tests.support import SIGNING_KEY
 
     return issue_token("admin", key=SIGNING_KEY)
 
 
-async def _committed(settings, group: str, topic: str) -> int:  # type: ignore[no-untyped-def]
+async def _committed(settings: Settings, group: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
                                 group_id=group, enable_auto_commit=False)
     await consumer.start()
@@ -136,7 +139,7 @@ async def test_database_outage_is_retried_and_offsets_not_committed(infra: Infra
         pytest.skip("needs the embedded Postgres to stop and start it")
     settings = await new_env(infra)
     pg = infra.postgres
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "cataloging.items",
                       [item_cataloged(f"O{i}", "JX-A") for i in range(20)])
 

@@ -1,4 +1,4 @@
-"""Every event type of CONTRACTS.md round-trips; bad payloads are rejected naming the field."""
+"""Every event type of the contract round-trips; bad payloads are rejected naming the field."""
 
 from __future__ import annotations
 
@@ -6,13 +6,20 @@ import json
 
 import pytest
 
-from shared.events import (
-    EVENT_TYPES,
+from shared.contracts import (
+    EVENTS,
+    Envelope,
+    Event,
     InvalidEvent,
     make_event,
     parse_bytes,
     payload_of,
 )
+from shared.contracts.branch import BranchCheckin
+from shared.contracts.circulation import TransferRequested
+from shared.contracts.registry import event
+from shared.messaging.consumer import Handlers
+from shared.messaging.unit_of_work import UnitOfWork
 
 T = "2026-11-22T10:00:00+08:00"
 SITE = {
@@ -91,15 +98,15 @@ def source_for(event_type: str, data: dict) -> str:
 
 
 def test_every_contract_type_has_a_sample() -> None:
-    assert set(SAMPLES) == set(EVENT_TYPES)
+    assert set(SAMPLES) == set(EVENTS)
 
 
 @pytest.mark.parametrize("event_type", sorted(SAMPLES))
 def test_round_trip(event_type: str) -> None:
-    model = EVENT_TYPES[event_type][1]
+    model = EVENTS[event_type]
     payload = model.model_validate(SAMPLES[event_type])
     source = source_for(event_type, SAMPLES[event_type])
-    event = make_event(event_type, "subj", payload, source=source)
+    event = make_event(payload, subject="subj", source=source)
     envelope, parsed = parse_bytes(event.to_bytes())
     assert envelope.type == event_type and envelope.id == event.id
     assert parsed == payload
@@ -107,7 +114,7 @@ def test_round_trip(event_type: str) -> None:
 
 
 def _required_fields(event_type: str) -> list[str]:
-    model = EVENT_TYPES[event_type][1]
+    model = EVENTS[event_type]
     return [n for n, f in model.model_fields.items() if f.is_required()]
 
 
@@ -176,11 +183,32 @@ def test_unknown_fields_are_tolerated() -> None:
     raw = {"specversion": "1.0", "id": "x", "source": "branch/JX-HN-01", "type": "branch.checkin",
            "time": T, "subject": "B1", "future_attr": 1,
            "data": {"branch": "JX-HN-01", "barcode": "B1", "shelf": "A3"}}
-    envelope = payload_of(parse_bytes(json.dumps(raw).encode())[0])
-    assert envelope.barcode == "B1"  # type: ignore[attr-defined]
+    payload = payload_of(parse_bytes(json.dumps(raw).encode())[0])
+    assert isinstance(payload, BranchCheckin) and payload.barcode == "B1"
 
 
-def test_make_event_refuses_the_wrong_payload() -> None:
-    payload = EVENT_TYPES["branch.checkin"][1].model_validate(SAMPLES["branch.checkin"])
-    with pytest.raises(TypeError):
-        make_event("logistics.shipment_created", "B1", payload, source="branchline/x")
+def test_type_and_topic_are_properties_of_the_payload_class() -> None:
+    payload = BranchCheckin(branch="JX-HN-01", barcode="B1")
+    envelope = make_event(payload, subject="B1", source="branch/JX-HN-01")
+    assert envelope.type == "branch.checkin" == BranchCheckin.event_type
+    assert BranchCheckin.topic == "branch.events" and BranchCheckin.producer == "branch"
+    assert TransferRequested.topic == "circulation.transfers"
+    assert TransferRequested.producer == "circulation"
+
+
+def test_a_type_cannot_be_registered_twice() -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        @event("branch.checkin", topic="branch.events")
+        class Again(Event):
+            barcode: str
+
+
+def test_a_handler_must_take_the_class_it_is_registered_for() -> None:
+    handlers = Handlers()
+
+    async def on_checkin(uow: UnitOfWork, env: Envelope, data: TransferRequested) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="BranchCheckin"):
+        handlers.on(BranchCheckin)(on_checkin)
+    assert "branch.checkin" not in handlers

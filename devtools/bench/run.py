@@ -1,0 +1,422 @@
+"""`make bench`: branch check-ins of items owned elsewhere, through the running system.
+
+It starts its own embedded Postgres and broker (fresh, on free ports) and the four services
+as separate processes, then measures, in the same run on the same machine:
+
+* raw baselines: aiokafka produce+consume messages/s; asyncpg single-row transaction
+  commits/s (one connection, and eight concurrent connections);
+* sustained throughput: N check-ins pushed at once, counted until every one has become a
+  `logistics.shipment_created` (check-in → circulation → transfer → logistics → shipment);
+* latency at a fixed offered rate (default 1,000/s): check-in sent → `shipment_created`
+  seen, p50/p95/p99.
+
+Results: a markdown table on stdout and `devtools/bench/results/latest.{json,md}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from devtools.infra import EmbeddedKafka, EmbeddedPostgres, free_port
+from devtools.stack import DEMO_NETWORK, Stack, http
+from shared.contracts import CONTENT_TYPE, SERVICES, TOPICS
+from shared.messaging.kafka import ensure_topics
+from shared.service.auth import issue_token
+from shared.service.settings import Settings
+
+OWNER, RETURNED_AT = "JX-HN-01", "JX-PH-01"
+HEADERS = [("content-type", CONTENT_TYPE.encode())]
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+# --- raw baselines ----------------------------------------------------------------------------
+
+
+async def raw_kafka(bootstrap: str, n: int = 50_000, size: int = 300) -> dict[str, float]:
+    """The same client the services use, with the relay's producer settings."""
+    topic = f"bench.raw.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(bootstrap, [topic], partitions=4)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2,
+                                max_batch_size=512 * 1024)
+    await producer.start()
+    payload = b"x" * size
+    t0 = time.perf_counter()
+    futures = [await producer.send(topic, value=payload, key=str(i).encode()) for i in range(n)]
+    await asyncio.gather(*futures)
+    produce_s = time.perf_counter() - t0
+    await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(4)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    seen = 0
+    t1 = time.perf_counter()
+    while seen < n:
+        batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+        seen += sum(len(v) for v in batch.values())
+        if time.perf_counter() - t1 > 60:
+            break
+    consume_s = time.perf_counter() - t1
+    await consumer.stop()
+    return {"messages": n, "bytes": size, "produce_per_s": n / produce_s,
+            "consume_per_s": seen / consume_s, "produce_consume_per_s": n / (produce_s + consume_s)}
+
+
+async def raw_postgres(dsn: str, seconds: float = 3.0) -> dict[str, float]:
+    """Single-row INSERT transactions, each committed (fsync on), sequential and concurrent."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial primary key, v text)")
+    count = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        async with conn.transaction():
+            await conn.execute("INSERT INTO bench_raw (v) VALUES ($1)", "x")
+        count += 1
+    sequential = count / (time.perf_counter() - t0)
+    await conn.close()
+
+    async def worker(stop_at: float) -> int:
+        c = await asyncpg.connect(dsn)
+        done = 0
+        while time.perf_counter() < stop_at:
+            async with c.transaction():
+                await c.execute("INSERT INTO bench_raw (v) VALUES ($1)", "x")
+            done += 1
+        await c.close()
+        return done
+
+    t1 = time.perf_counter()
+    results = await asyncio.gather(*(worker(t1 + seconds) for _ in range(8)))
+    concurrent = sum(results) / (time.perf_counter() - t1)
+    return {"commits_per_s_1_conn": sequential, "commits_per_s_8_conns": concurrent}
+
+
+# --- the system -------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process (Postgres: postmaster + backends)."""
+    snap = {}
+    for name, pid in processes.items():
+        pids = [pid, *_children(pid)] if name == "postgres" else [pid]
+        snap[name] = sum(_cpu_of(p) for p in pids)
+    snap["bench (this load generator)"] = _cpu_of(os.getpid())
+    return snap
+
+
+class Watcher:
+    """Reads logistics.shipments and notes when each watched barcode's shipment appears."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.arrived: dict[bytes, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
+                                          enable_auto_commit=False, fetch_max_wait_ms=20)
+        await self._consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in range(4)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        marker = b'"logistics.shipment_created"'
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    if r.key not in self.arrived and marker in r.value:
+                        self.arrived[r.key] = now
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._consumer:
+            await self._consumer.stop()
+
+
+def checkin(barcode: str, branch: str) -> bytes:
+    return json.dumps({
+        "specversion": "1.0", "id": str(uuid.uuid4()), "source": f"branch/{branch}",
+        "type": "branch.checkin", "time": datetime.now(UTC).isoformat(), "subject": barcode,
+        "datacontenttype": "application/json", "data": {"branch": branch, "barcode": barcode},
+    }).encode()
+
+
+def cataloged(barcode: str) -> bytes:
+    return json.dumps({
+        "specversion": "1.0", "id": str(uuid.uuid4()), "source": "branchline/cataloging",
+        "type": "cataloging.item_cataloged", "time": datetime.now(UTC).isoformat(),
+        "subject": barcode, "data": {"barcode": barcode, "bib_id": "bench", "title": "Bench",
+                                     "call_number": "Z", "owning_branch": OWNER,
+                                     "site": OWNER},
+    }).encode()
+
+
+async def wait_count(dsn: str, sql: str, target: int, timeout: float, label: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        last = -1
+        while True:
+            n = await conn.fetchval(sql)
+            if n >= target:
+                return
+            if n != last:
+                say(f"    {label}: {n}/{target}")
+                last = n
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: {label} stuck at {n}/{target} after {timeout:.0f}s")
+            await asyncio.sleep(1.0)
+    finally:
+        await conn.close()
+
+
+async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
+                     dsn: str, procs_extra: dict[str, int]) -> dict[str, Any]:
+    bootstrap = settings.kafka_bootstrap_servers
+    n_tp, seconds = args.items, args.seconds
+    rates = [int(r) for r in str(args.rate).split(",")]
+    tp_codes = [f"BT{i:07d}" for i in range(n_tp)]
+    lat_sets = {rate: [f"BL{rate}-{i:07d}" for i in range(rate * seconds)] for rate in rates}
+    lat_codes = [code for codes in lat_sets.values() for code in codes]
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2,
+                                max_batch_size=512 * 1024)
+    await producer.start()
+    say(f"  seeding {len(tp_codes) + len(lat_codes)} items owned by {OWNER} ...")
+    futs = [await producer.send("cataloging.items", value=cataloged(b), key=b.encode(),
+                                headers=HEADERS) for b in tp_codes + lat_codes]
+    await asyncio.gather(*futs)
+    await wait_count(dsn, "SELECT count(*) FROM circulation.item", n_tp + len(lat_codes), 300,
+                     "items registered")
+
+    watcher = Watcher(bootstrap, "logistics.shipments")
+    await watcher.start()
+
+    say(f"  throughput: {n_tp} check-ins at {RETURNED_AT} pushed at once ...")
+    processes = {name: proc.pid for name, proc in stack.procs.items()}
+    processes.update(procs_extra)
+    cpu_before = cpu_snapshot(processes)
+    t0 = time.perf_counter()
+    futs = [await producer.send("branch.events", value=checkin(b, RETURNED_AT), key=b.encode(),
+                                headers=HEADERS) for b in tp_codes]
+    await asyncio.gather(*futs)
+    pushed_s = time.perf_counter() - t0
+    wanted = {b.encode() for b in tp_codes}
+    deadline = time.monotonic() + 600
+    last_report = 0.0
+    while True:
+        done = sum(1 for k in wanted if k in watcher.arrived)
+        if done >= n_tp:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: only {done}/{n_tp} shipments after 600 s")
+        if time.monotonic() - last_report > 2:
+            say(f"    shipments created: {done}/{n_tp}")
+            last_report = time.monotonic()
+        await asyncio.sleep(0.05)
+    t_end = max(watcher.arrived[k] for k in wanted)
+    cpu_after = cpu_snapshot(processes)
+    cpu_share = {name: (cpu_after[name] - cpu_before[name]) / (t_end - t0)
+                 for name in cpu_after}
+    throughput = n_tp / (t_end - t0)
+    say(f"    {throughput:,.0f} check-ins/s fully turned into shipments")
+
+    latency = [await _latency_run(producer, watcher, rate, codes)
+               for rate, codes in lat_sets.items()]
+    await watcher.stop()
+    await producer.stop()
+    return {
+        "throughput": {"checkins": n_tp, "push_s": pushed_s, "elapsed_s": t_end - t0,
+                       "checkins_per_s": throughput, "cpu_cores_used": cpu_share},
+        "latency": latency,
+    }
+
+
+async def _latency_run(producer: AIOKafkaProducer, watcher: Watcher, rate: int,
+                       codes: list[str]) -> dict[str, float]:
+    """Offer check-ins at a fixed rate; time each from send to its shipment_created."""
+    n_lat = len(codes)
+    say(f"  latency: {rate}/s for {n_lat // rate}s ({n_lat} check-ins) ...")
+    await asyncio.sleep(2)  # let the previous run's tail drain
+    sent: dict[bytes, float] = {}
+    tick = 0.01
+    per_tick = max(1, round(rate * tick))
+    t_start = time.perf_counter()
+    futs = []
+    for i in range(0, n_lat, per_tick):
+        target = t_start + (i / per_tick) * tick
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for b in codes[i:i + per_tick]:
+            key = b.encode()
+            sent[key] = time.perf_counter()
+            futs.append(await producer.send("branch.events", value=checkin(b, RETURNED_AT),
+                                            key=key, headers=HEADERS))
+    await asyncio.gather(*futs)
+    offered = n_lat / (time.perf_counter() - t_start)
+    deadline = time.monotonic() + 300
+    while sum(1 for k in sent if k in watcher.arrived) < n_lat:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    latencies = [(watcher.arrived[k] - t) * 1000 for k, t in sent.items() if k in watcher.arrived]
+    say(f"    p50 {pct(latencies, 50):.0f} ms, p99 {pct(latencies, 99):.0f} ms")
+    return {"rate": rate, "offered_per_s": offered, "checkins": n_lat,
+            "completed": len(latencies), "p50_ms": pct(latencies, 50),
+            "p95_ms": pct(latencies, 95), "p99_ms": pct(latencies, 99),
+            "max_ms": max(latencies, default=float("nan")),
+            "mean_ms": statistics.fmean(latencies) if latencies else float("nan")}
+
+
+def render(result: dict[str, Any]) -> str:
+    b, s = result["baselines"], result["system"]
+    k, p = b["kafka"], b["postgres"]
+    t = s["throughput"]
+    lines = [
+        f"# Branchline bench — {result['when']}",
+        "",
+        f"Machine: {result['machine']}. Everything (broker, Postgres, four services, this "
+        "load generator) on this one machine.",
+        "",
+        "| measure | value | compass goal |",
+        "|---|---|---|",
+        f"| sustained check-ins → shipments | **{t['checkins_per_s']:,.0f} /s** "
+        f"({t['checkins']:,} in {t['elapsed_s']:.1f} s) | ≥ 2,000 /s |",
+        f"| raw Kafka produce (aiokafka, acks=all) | {k['produce_per_s']:,.0f} msg/s | baseline |",
+        f"| raw Kafka consume (aiokafka) | {k['consume_per_s']:,.0f} msg/s | baseline |",
+        f"| raw Kafka produce+consume | {k['produce_consume_per_s']:,.0f} msg/s | baseline |",
+        f"| raw Postgres single-row commits, 1 connection | "
+        f"{p['commits_per_s_1_conn']:,.0f} /s | baseline |",
+        f"| raw Postgres single-row commits, 8 connections | "
+        f"{p['commits_per_s_8_conns']:,.0f} /s | baseline |",
+    ]
+    rows = [
+        f"| latency check-in → shipment_created at {lat['offered_per_s']:,.0f}/s offered: "
+        f"p50 / p95 / p99 | {lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} / "
+        f"**{lat['p99_ms']:.0f} ms** ({lat['completed']:,}/{lat['checkins']:,} completed) | "
+        f"{'p99 ≤ 250 ms' if lat['rate'] == 1000 else ''} |"
+        for lat in s["latency"]
+    ]
+    lines[7:7] = rows
+    lines += ["", "CPU cores used during the throughput run (2 available):", "",
+              "| process | cores |", "|---|---|"]
+    for name, share in sorted(t["cpu_cores_used"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {share:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: EmbeddedKafka,
+                  base: Path) -> dict[str, Any]:
+    dsn = pg.url.replace("postgresql+asyncpg://", "postgresql://")
+    await ensure_topics(kafka.bootstrap, TOPICS, partitions=4)
+    say("  raw baseline: Kafka produce+consume ...")
+    kafka_raw = await raw_kafka(kafka.bootstrap)
+    say("  raw baseline: Postgres single-row commits ...")
+    pg_raw = await raw_postgres(dsn)
+    settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, database_url=pg.url)
+    stack = Stack(settings, base, {n: free_port() for n in SERVICES}, base / "logs",
+                  extra_env={"KAFKA_SESSION_TIMEOUT_MS": "2000",
+                             "KAFKA_HEARTBEAT_INTERVAL_MS": "500", "LOG_LEVEL": "WARNING"})
+    stack.database_url, stack.kafka_bootstrap = pg.url, kafka.bootstrap
+    try:
+        say("  starting the four services ...")
+        for name in SERVICES:
+            stack.start_service(name)
+        await asyncio.to_thread(stack.wait_healthy, 90)
+        network = json.loads(await asyncio.to_thread(DEMO_NETWORK.read_text))
+        await asyncio.to_thread(http, "POST", stack.url("logistics") + "/network", network,
+                                issue_token("admin", key=stack.key), 30)
+        extra = {"postgres": pg.pid or 0, "kafka broker": kafka.pid or 0}
+        system = await run_system(stack, settings, args, dsn, extra)
+    finally:
+        await asyncio.to_thread(stack.stop)
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                   f"Python {platform.python_version()}",
+        "parameters": {"items": args.items, "rate": args.rate, "seconds": args.seconds},
+        "baselines": {"kafka": kafka_raw, "postgres": pg_raw},
+        "system": system,
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    base = Path(tempfile.mkdtemp(prefix="branchline-bench-", dir="/tmp"))
+    base.chmod(0o755)
+    pg = EmbeddedPostgres(base / "pg", port=free_port())
+    kafka = EmbeddedKafka(base / "kafka", port=free_port())
+    try:
+        say("Branchline bench: starting a fresh embedded Postgres and broker ...")
+        pg.start()
+        kafka.start()
+        result = asyncio.run(measure(args, pg, kafka, base))
+    finally:
+        kafka.stop()
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = render(result)
+    (out / "latest.json").write_text(json.dumps(result, indent=2))
+    (out / "latest.md").write_text(table)
+    say("")
+    say(table)
+    say(f"written: {out / 'latest.json'} and {out / 'latest.md'}")
+    return 0

@@ -1,0 +1,179 @@
+"""The `branchline` command: run the whole network locally, issue tokens, load a network.
+
+    branchline up                 infrastructure, migrations, demo network, all services
+    branchline token --role R     a bearer token for the local signing key
+    branchline network load FILE  publish a network file's sites through logistics
+    branchline bench              the throughput/latency benchmark (devtools/bench/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from devtools.infra import port_in_use
+from devtools.stack import DEMO_NETWORK, Stack, http, say
+from shared.contracts import SERVICES
+from shared.service.auth import ROLES, issue_token
+from shared.service.settings import DEFAULT_PORTS, PROJECT_ROOT, load_settings
+
+DEMO_SITE = "JX-HN-01"
+
+
+def _demo_tokens(key: str) -> dict[str, str]:
+    out = {}
+    for role in ROLES:
+        kwargs: dict[str, str] = {}
+        if role in ("branch_system", "desk"):
+            kwargs["site"] = DEMO_SITE
+        if role == "driver":
+            kwargs["driver"] = "driver-1"
+        out[role] = issue_token(role, key=key, **kwargs)
+    return out
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    state_dir = Path(settings.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ports = {name: int(os.environ.get(f"{name.upper()}_PORT", DEFAULT_PORTS[name]))
+             for name in SERVICES}
+    for name, port in ports.items():
+        if port_in_use(port):
+            raise SystemExit(f"port {port} for {name} is in use: stop what holds it, or set "
+                             f"{name.upper()}_PORT to another port")
+    stack = Stack(settings, state_dir, ports, state_dir / "logs")
+    stopping = {"now": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        say("Branchline: starting the local network")
+        stack.start_infrastructure(args.postgres_port, args.kafka_port)
+        for name in SERVICES:
+            stack.start_service(name)
+        say("  services starting (migrations, topics, consumer groups)...")
+        stack.wait_healthy(timeout=args.timeout)
+        tokens = _demo_tokens(stack.key)
+        if not args.no_demo and DEMO_NETWORK.exists():
+            status, body = http("POST", stack.url("logistics") + "/network",
+                                 json.loads(DEMO_NETWORK.read_text()), tokens["admin"], 30)
+            if status == 200:
+                say(f"  demo network loaded: {body.get('sites')} sites")
+            else:
+                say(f"  demo network NOT loaded ({status}): {body}")
+        say(f"\nAll four services healthy in {time.monotonic() - started:.1f}s.\n")
+        for name in SERVICES:
+            say(f"  {name:<12} {stack.url(name)}   docs: {stack.url(name)}/docs")
+        say(f"\nTokens (valid 30 days; site-bound roles are for {DEMO_SITE}, "
+             "driver for driver-1):")
+        for role, token in tokens.items():
+            say(f"  {role:<13} {token}")
+        say(f"\nLogs: {stack.log_dir}/<service>.log   Stop with Ctrl-C.")
+        while not stopping["now"]:
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    say(f"\n{name} exited with code {proc.returncode}; last log lines:\n"
+                         f"{stack.tail(name)}\nStopping everything.")
+                    stopping["now"] = True
+                    break
+            time.sleep(0.5)
+        say("\nStopping...")
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.stop()
+        say("Stopped: no Branchline process left running.")
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    try:
+        print(issue_token(args.role, site=args.site, driver=args.driver, ttl_days=args.days))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    return 0
+
+
+def cmd_network_load(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read network file {path}: {exc}") from exc
+    token = issue_token("admin")
+    try:
+        status, result = http("POST", args.url.rstrip("/") + "/network", body, token, 60)
+    except OSError as exc:
+        raise SystemExit(f"error: logistics is not reachable at {args.url} ({exc}); "
+                         "is `branchline up` running?") from exc
+    if status != 200:
+        raise SystemExit(f"error: the network was refused ({status}): "
+                         f"{json.dumps(result, indent=2, ensure_ascii=False)}")
+    print(f"loaded {result.get('sites')} sites from {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from devtools.bench.run import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="branchline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole network locally until Ctrl-C")
+    up.add_argument("--postgres-port", type=int,
+                    default=int(os.environ.get("BRANCHLINE_POSTGRES_PORT", 5433)))
+    up.add_argument("--kafka-port", type=int,
+                    default=int(os.environ.get("BRANCHLINE_KAFKA_PORT", 9092)))
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health")
+    up.add_argument("--no-demo", action="store_true", help="do not load the demo network")
+    up.set_defaults(func=cmd_up)
+
+    tok = sub.add_parser("token", help="print a bearer token for the local signing key")
+    tok.add_argument("--role", required=True, choices=ROLES)
+    tok.add_argument("--site", help="site code, for branch_system and desk")
+    tok.add_argument("--driver", help="driver id, for driver")
+    tok.add_argument("--days", type=int, default=30, help="validity in days")
+    tok.set_defaults(func=cmd_token)
+
+    net = sub.add_parser("network", help="the library network's sites")
+    net_sub = net.add_subparsers(dest="network_command", required=True)
+    load = net_sub.add_parser("load", help="load a network file through logistics")
+    load.add_argument("file")
+    load.add_argument("--url", default=os.environ.get(
+        "LOGISTICS_URL", f"http://127.0.0.1:{DEFAULT_PORTS['logistics']}"))
+    load.set_defaults(func=cmd_network_load)
+
+    bench = sub.add_parser("bench", help="measure check-in → shipment throughput and latency")
+    bench.add_argument("--items", type=int, default=20000,
+                       help="check-ins pushed for the throughput run")
+    bench.add_argument("--rate", default="500,1000",
+                       help="check-ins/s for the latency runs, comma-separated")
+    bench.add_argument("--seconds", type=int, default=10, help="length of the latency run")
+    bench.add_argument("--out", default=str(PROJECT_ROOT / "devtools" / "bench" / "results"))
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

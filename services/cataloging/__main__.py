@@ -1,4 +1,0 @@
-from services.cataloging.app import spec
-from shared.service import run
-
-run(spec, "cataloging")

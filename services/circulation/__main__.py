@@ -1,4 +1,0 @@
-from services.circulation.app import spec
-from shared.service import run
-
-run(spec, "circulation")

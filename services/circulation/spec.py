@@ -1,0 +1,12 @@
+"""The circulation service: where every item is and should be."""
+
+from services.circulation.api import router
+from services.circulation.handlers import handlers
+from shared.service.app import ServiceSpec
+
+SPEC = ServiceSpec(
+    name="circulation",
+    handlers=handlers,
+    router=router,
+    description="Where every item is and should be: check-ins, check-outs, transfers.",
+)

@@ -1,0 +1,1 @@
+"""Branchline's runtime library: what every deployed service imports, and nothing else."""

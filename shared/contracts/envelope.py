@@ -1,0 +1,157 @@
+"""The CloudEvents 1.0 envelope every event travels in, and how a record becomes an event.
+
+Consumers are tolerant readers (unknown fields are ignored); a record that does not match
+its type's payload class is rejected with the path of each bad field, so the dead-letter
+reason and the HTTP 4xx say exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from shared.contracts.registry import EVENTS, Event
+
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+class Envelope(BaseModel):
+    """A CloudEvents 1.0 structured-mode event; `data` stays a dict until typed by `payload_of`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    time: AwareDatetime
+    subject: str = Field(min_length=1)
+    datacontenttype: str | None = "application/json"
+    schemaversion: int = 1
+    correlationid: str | None = None
+    causationid: str | None = None
+    data: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The de-duplication key: CloudEvents' (source, id)."""
+        return (self.source, self.id)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class InvalidEvent(ValueError):
+    """A record that can never be handled: it goes to the dead-letter topic, not a retry."""
+
+    def __init__(self, reason: str, error_type: str, fields: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+        self.fields = fields or []
+
+
+def describe(exc: ValidationError, prefix: str = "") -> tuple[str, list[str]]:
+    """A validation error as one readable reason and the dotted path of each bad field."""
+    fields: list[str] = []
+    parts: list[str] = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        name = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "body"
+        fields.append(name)
+        parts.append(f"{name}: {err['msg']}")
+    return "; ".join(parts), fields
+
+
+def parse_envelope(obj: Any) -> Envelope:
+    try:
+        return Envelope.model_validate(obj)
+    except ValidationError as exc:
+        reason, fields = describe(exc)
+        raise InvalidEvent(reason, "invalid_envelope", fields) from exc
+
+
+def payload_of(envelope: Envelope) -> Event:
+    """Validate `data` against the payload class registered for `type`."""
+    cls = EVENTS.get(envelope.type)
+    if cls is None:
+        raise InvalidEvent(f"type: unknown event type {envelope.type!r}", "unknown_type", ["type"])
+    try:
+        payload = cls.model_validate(envelope.data)
+    except ValidationError as exc:
+        reason, fields = describe(exc, "data.")
+        raise InvalidEvent(reason, "invalid_data", fields) from exc
+    if cls.producer == "branch":
+        branch = getattr(payload, "branch", None)
+        if envelope.source != f"branch/{branch}":
+            raise InvalidEvent(
+                f"source: must be 'branch/{branch}' for an event of branch {branch!r}",
+                "invalid_source",
+                ["source"],
+            )
+    return payload
+
+
+def parse_obj(obj: Any) -> tuple[Envelope, Event]:
+    envelope = parse_envelope(obj)
+    return envelope, payload_of(envelope)
+
+
+def parse_bytes(raw: bytes | None) -> tuple[Envelope, Event]:
+    """Parse one Kafka record value; raise InvalidEvent saying why it can't be handled."""
+    return parse_obj(decode_json(raw))
+
+
+def decode_json(raw: bytes | None) -> dict[str, Any]:
+    """The record value as a JSON object, or InvalidEvent("not_json")."""
+    if raw is None:
+        raise InvalidEvent("value: empty record (tombstone)", "not_json")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"value: not JSON ({exc})", "not_json") from exc
+    if not isinstance(obj, dict):
+        raise InvalidEvent("value: a JSON object is required", "not_json")
+    return obj
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_event(
+    data: Event,
+    *,
+    subject: str,
+    source: str,
+    cause: Envelope | None = None,
+    time: datetime | None = None,
+    event_id: str | None = None,
+) -> Envelope:
+    """Build an outgoing event; its type is its payload's class, `cause` carries the chain."""
+    correlation = None
+    if cause is not None:
+        correlation = cause.correlationid or cause.id
+    # Built from already-validated parts, so construct without validating a second time:
+    # this runs for every event a service emits.
+    return Envelope.model_construct(
+        specversion="1.0",
+        id=event_id or new_id(),
+        source=source,
+        type=data.event_type,
+        time=time or utcnow(),
+        subject=subject,
+        datacontenttype="application/json",
+        schemaversion=1,
+        correlationid=correlation,
+        causationid=cause.id if cause is not None else None,
+        data=data.model_dump(mode="json", exclude_none=True),
+    )

@@ -1,0 +1,303 @@
+"""Consumers: each fetched batch handled in one transaction, offsets committed after it.
+
+The batch path is the fast path (group commit: one transaction per fetch). When a batch
+fails for a reason that is not transient, the batch is retried record by record so one
+poison record is dead-lettered and the rest still commit. Transient failures (database
+down, connection lost, serialization conflict) are retried with backoff and the offsets
+are never committed past them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Container, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, get_type_hints
+
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from shared.contracts import EVENTS, Envelope, Event, InvalidEvent, decode_json, parse_obj
+from shared.messaging.outbox import ServiceContext
+from shared.messaging.unit_of_work import SqlUnitOfWork
+from shared.service import logs, metrics
+from shared.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+#: An event handler: applies one event inside the batch's unit of work.
+Handler = Callable[[SqlUnitOfWork, Envelope, E], Awaitable[None]]
+#: Loads, in a few queries, the rows a whole batch of events will touch.
+Prefetch = Callable[[SqlUnitOfWork, Sequence[tuple[Envelope, Event]]], Awaitable[None]]
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+
+
+class Handlers:
+    """A service's event handlers, registered by payload class: `@handlers.on(BranchCheckin)`.
+
+    The topics a service consumes follow from what it handles.
+    """
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, Handler[Any]] = {}
+        self.prefetch: Prefetch | None = None
+
+    def on(self, cls: type[E]) -> Callable[[H], H]:
+        def register(fn: H) -> H:
+            if cls.event_type in self.by_type:
+                raise ValueError(f"two handlers for {cls.event_type}")
+            data_type = list(get_type_hints(fn).values())[2]
+            if data_type is not cls:
+                raise TypeError(f"{fn.__name__} handles {cls.__name__} but its data "
+                                f"parameter is typed {data_type!r}")
+            self.by_type[cls.event_type] = fn
+            return fn
+
+        return register
+
+    def before_batch(self, fn: Prefetch) -> Prefetch:
+        """Register the batch prefetch, run once per batch before the handlers."""
+        self.prefetch = fn
+        return fn
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(sorted({EVENTS[t].topic for t in self.by_type}))
+
+    def __contains__(self, event_type: object) -> bool:
+        return event_type in self.by_type
+
+    def __getitem__(self, event_type: str) -> Handler[Any]:
+        return self.by_type[event_type]
+
+# SQLSTATE classes that mean "try again later": connection exceptions, transaction
+# rollback (serialization, deadlock), insufficient resources, operator intervention.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the same work may succeed later, so the offset must not move past it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | ConnectionError | TimeoutError | PoolTimeout):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+            return True
+        name = type(current).__name__
+        if name in {"InterfaceError", "ConnectionDoesNotExistError", "CannotConnectNowError",
+                    "InternalClientError", "ConnectionFailureError"}:
+            return True
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return False
+
+
+@dataclass
+class Incoming:
+    """One record as fetched, with its parsed event or the reason it can't be handled."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]
+    envelope: Envelope | None = None
+    payload: Event | None = None
+    error: InvalidEvent | None = None
+
+    @classmethod
+    def from_record(cls, record: ConsumerRecord[Any, Any],
+                    handled: Container[str] | None = None,
+                    ingress: Collection[str] = ()) -> Incoming:
+        """Parse a record; a known type this service does not handle is left unvalidated.
+
+        Tolerant reader: a service validates (and dead-letters) only what it handles or
+        cannot recognise at all, and skips other services' events cheaply. On an ingress
+        topic (written by systems outside Branchline) nothing is skipped: a type no service
+        handles yet is dead-lettered as `unhandled_type`.
+        """
+        item = cls(record.topic, record.partition, record.offset, record.key, record.value,
+                   list(record.headers or ()))
+        try:
+            obj = decode_json(record.value)
+            event_type = obj.get("type")
+            if handled is not None and event_type in EVENTS and event_type not in handled:
+                if record.topic in ingress:
+                    raise InvalidEvent(f"type: no service handles {event_type!r} yet",
+                                       "unhandled_type", ["type"])
+                return item
+            item.envelope, item.payload = parse_obj(obj)
+        except InvalidEvent as exc:
+            item.error = exc
+        return item
+
+
+class EventProcessor:
+    """Applies incoming events through a service's handlers, exactly once per (source, id)."""
+
+    def __init__(self, ctx: ServiceContext, handlers: Handlers) -> None:
+        self.ctx = ctx
+        self.handlers = handlers
+
+    async def process(self, items: Sequence[Incoming]) -> None:
+        """Handle a batch; raise only for transient failures (the caller retries)."""
+        started = time.perf_counter()
+        try:
+            async with SqlUnitOfWork(self.ctx) as uow:
+                await self._apply(uow, items)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch failed; isolating records one by one",
+                        extra={"error": repr(exc), "records": len(items)})
+            for item in items:
+                await self._process_one(item)
+        metrics.BATCH_SECONDS.labels(self.ctx.service).observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels(self.ctx.service).observe(len(items))
+
+    async def _process_one(self, item: Incoming) -> None:
+        try:
+            async with SqlUnitOfWork(self.ctx) as uow:
+                await self._apply(uow, [item])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("handler failed; dead-lettering the record")
+            async with SqlUnitOfWork(self.ctx) as uow:
+                uow.dead_letter(
+                    topic=item.topic, partition=item.partition, offset=item.offset,
+                    key=item.key, value=item.value, headers=item.headers,
+                    error=f"{type(exc).__name__}: {exc}", error_type="handler_error",
+                )
+
+    async def _apply(self, uow: SqlUnitOfWork, items: Sequence[Incoming]) -> None:
+        wanted: list[Incoming] = []
+        for item in items:
+            if item.error is not None:
+                uow.dead_letter(
+                    topic=item.topic, partition=item.partition, offset=item.offset,
+                    key=item.key, value=item.value, headers=item.headers,
+                    error=item.error.reason, error_type=item.error.error_type,
+                )
+            elif item.envelope is not None and item.envelope.type in self.handlers:
+                wanted.append(item)
+        if not wanted:
+            return
+        fresh = await uow.claim_inbox([i.envelope.key for i in wanted if i.envelope])
+        todo: list[tuple[Envelope, Event]] = []
+        for item in wanted:
+            env = item.envelope
+            assert env is not None and item.payload is not None
+            if env.key in fresh:
+                fresh.discard(env.key)  # a second copy inside the same batch is a duplicate
+                todo.append((env, item.payload))
+            else:
+                metrics.child(metrics.DUPLICATES, self.ctx.service, env.type).inc()
+        if self.handlers.prefetch and todo:
+            await self.handlers.prefetch(uow, todo)
+        for env, payload in todo:
+            await self.apply_event(uow, env, payload)
+
+    async def apply_event(self, uow: SqlUnitOfWork, env: Envelope, payload: Event) -> None:
+        token_c = logs.correlation_id.set(env.correlationid or env.id)
+        token_e = logs.event_id.set(env.id)
+        started = time.perf_counter()
+        try:
+            await self.handlers[env.type](uow, env, payload)
+        finally:
+            logs.correlation_id.reset(token_c)
+            logs.event_id.reset(token_e)
+        metrics.child(metrics.HANDLER_SECONDS, self.ctx.service, env.type).observe(
+            time.perf_counter() - started
+        )
+        metrics.child(metrics.CONSUMED, self.ctx.service, env.type).inc()
+
+
+async def _keep_raw_parser(records: tuple[ConsumerRecord[Any, Any], ...], original: Any) -> Any:
+    # FastStream decodes header values as UTF-8 to build its message; a record with binary
+    # headers must still reach the dead-letter topic intact, so parse a header-less copy
+    # and hand the untouched records to the handler.
+    stripped = tuple(dataclasses.replace(r, headers=()) for r in records)
+    message = await original(stripped)
+    message.raw_message = records
+    return message
+
+
+async def _no_decode(message: Any, original: Any) -> Any:
+    return message.raw_message
+
+
+def subscribe(
+    broker: KafkaBroker,
+    processor: EventProcessor,
+    topics: Sequence[str],
+    settings: Settings,
+    group_id: str | None = None,
+    ingress: Collection[str] = (),
+) -> Any:
+    """Attach the service's batch consumer: one group, all its topics, manual commit.
+
+    `ingress`: the (prefixed) topics on which an unhandled known type is dead-lettered.
+    """
+    service = processor.ctx.service
+    state = {"failures": 0}
+    ingress = frozenset(ingress)
+
+    @broker.subscriber(
+        *topics,
+        group_id=group_id or settings.topic(service),
+        batch=True,
+        max_records=settings.kafka_max_records,
+        batch_timeout_ms=settings.kafka_batch_wait_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        ack_policy=AckPolicy.MANUAL,
+        parser=_keep_raw_parser,
+        decoder=_no_decode,
+    )
+    async def on_batch(records: Any, message: KafkaMessage) -> None:
+        handled = processor.handlers
+        records = message.raw_message
+        now_ms = time.time() * 1000
+        age = metrics.RECORD_AGE.labels(service)
+        for r in records:
+            if r.timestamp and r.timestamp > 0:
+                age.observe(max(0.0, (now_ms - r.timestamp) / 1000))
+        items = [Incoming.from_record(r, handled, ingress) for r in records]
+        try:
+            await processor.process(items)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transient: rewind and retry, never commit
+            state["failures"] += 1
+            delay = min(0.2 * 2 ** (state["failures"] - 1), 5.0)
+            metrics.RETRIES.labels(service).inc()
+            log.warning("batch failed transiently; will retry",
+                        extra={"error": repr(exc), "retry_in_s": delay,
+                               "attempt": state["failures"]})
+            await asyncio.sleep(delay)
+            await message.nack()
+            return
+        state["failures"] = 0
+        try:
+            await message.ack()
+        except Exception as exc:  # noqa: BLE001 - a lost commit only means a redelivery
+            log.warning("offset commit failed; records will be redelivered and de-duplicated",
+                        extra={"error": repr(exc)})
+
+    return on_batch

@@ -1,0 +1,254 @@
+"""The unit of work: one transaction holding state changes, inbox rows and outgoing events.
+
+Handlers see an abstract `UnitOfWork` (repositories plus `emit`), so their rules can be
+unit-tested against in-memory fakes; `SqlUnitOfWork` is the real one, over one Postgres
+transaction whose outbox rows the relay publishes only once it commits.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import String, bindparam, event, insert, inspect, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.contracts import CONTENT_TYPE, Envelope, Event, dead_letter_topic, make_event
+from shared.messaging.outbox import ServiceContext, encode_headers
+from shared.service import metrics
+from shared.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=SQLModel)
+
+
+class Repository(abc.ABC, Generic[M]):
+    """The rows of one table, by key, loaded at most once per unit of work."""
+
+    @abc.abstractmethod
+    async def get(self, key: Any) -> M | None:
+        """The row with this primary key, or None."""
+
+    @abc.abstractmethod
+    async def load(self, keys: Iterable[Any]) -> None:
+        """Load many rows by primary key in one go (a batch's prefetch); misses remembered."""
+
+    @abc.abstractmethod
+    async def find(self, field: str, values: Iterable[Any]) -> dict[Any, M]:
+        """Rows whose unique `field` is one of `values`, keyed by that field."""
+
+    @abc.abstractmethod
+    def add(self, row: M) -> None:
+        """A new row, written when the unit of work commits."""
+
+    @abc.abstractmethod
+    async def put(self, row: M) -> M:
+        """Insert or replace the row with the same primary key (a read model's upsert)."""
+
+
+class SqlRepository(Repository[M]):
+    def __init__(self, session: AsyncSession, model: type[M]) -> None:
+        self.session = session
+        self.model = model
+        [pk] = inspect(model).primary_key
+        self.pk = pk.key
+        self._known: dict[Any, M | None] = {}
+
+    async def get(self, key: Any) -> M | None:
+        if key in self._known:
+            return self._known[key]
+        row = await self.session.get(self.model, key)
+        self._known[key] = row
+        return row
+
+    async def load(self, keys: Iterable[Any]) -> None:
+        missing = {k for k in keys if k not in self._known}
+        if not missing:
+            return
+        column = col(getattr(self.model, self.pk))
+        rows = (await self.session.exec(select(self.model).where(column.in_(missing)))).all()
+        self._known.update(dict.fromkeys(missing))
+        self._known.update({getattr(r, self.pk): r for r in rows})
+
+    async def find(self, field: str, values: Iterable[Any]) -> dict[Any, M]:
+        wanted = set(values)
+        if not wanted:
+            return {}
+        column = col(getattr(self.model, field))
+        rows = (await self.session.exec(select(self.model).where(column.in_(wanted)))).all()
+        for row in rows:
+            self._known.setdefault(getattr(row, self.pk), row)
+        return {getattr(r, field): r for r in rows}
+
+    def add(self, row: M) -> None:
+        self.session.add(row)
+        self._known[getattr(row, self.pk)] = row
+
+    async def put(self, row: M) -> M:
+        merged = await self.session.merge(row)
+        self._known[getattr(merged, self.pk)] = merged
+        return merged
+
+
+class UnitOfWork(abc.ABC):
+    """What a handler may do: read and write rows through repositories, and emit events.
+
+    Events emitted are published if, and only if, the unit of work commits.
+    """
+
+    def __init__(self, source: str, settings: Settings) -> None:
+        self.source = source
+        #: The service's settings, for rules that depend on the deployment (its center).
+        self.settings = settings
+        self.emitted: list[Envelope] = []
+
+    @abc.abstractmethod
+    def repo(self, model: type[M]) -> Repository[M]:
+        """The repository of one table, the same object for the whole unit of work."""
+
+    def emit(self, data: Event, *, subject: str, cause: Envelope | None = None) -> Envelope:
+        """Queue an event; its type and topic come from its payload class."""
+        envelope = make_event(data, subject=subject, source=self.source, cause=cause)
+        self.emitted.append(envelope)
+        return envelope
+
+
+class SqlUnitOfWork(UnitOfWork):
+    """One Postgres transaction: state changes, inbox rows and outbox rows commit together."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx.source, ctx.settings)
+        self.ctx = ctx
+        self.session: AsyncSession = ctx.sessionmaker()
+        self._repos: dict[type[Any], SqlRepository[Any]] = {}
+        self._dead_letters: list[dict[str, Any]] = []
+        self._queued = 0  # emitted events already written to the outbox
+        # The identity map holds rows weakly; rows a batch's prefetch loaded must stay in it
+        # so handlers' lookups find them instead of querying (and autoflushing) per event.
+        self._held: list[object] = []
+        event.listen(self.session.sync_session, "loaded_as_persistent",
+                     lambda _session, instance: self._held.append(instance))
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        await self.session.begin()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                wrote = await self.flush_outbox()
+                await self.session.commit()
+                if wrote:
+                    self.ctx.wake_relay.set()
+            else:
+                await self.session.rollback()
+        finally:
+            await self.session.close()
+
+    def repo(self, model: type[M]) -> SqlRepository[M]:
+        found = self._repos.get(model)
+        if found is None:
+            found = self._repos[model] = SqlRepository(self.session, model)
+        return found
+
+    def dead_letter(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | None]],
+        error: str,
+        error_type: str,
+    ) -> None:
+        """Send the original record, unchanged, to dlq.<service> with the reason headers."""
+        extra = [
+            ("error", error[:2000].encode()),
+            ("error-type", error_type.encode()),
+            ("original-topic", topic.encode()),
+            ("original-partition", str(partition).encode()),
+            ("original-offset", str(offset).encode()),
+        ]
+        self._dead_letters.append(
+            {
+                "topic": dead_letter_topic(self.ctx.service),
+                "key": key,
+                "value": value,
+                "headers": encode_headers([*headers, *extra]),
+                "event_type": f"dlq:{error_type}",
+            }
+        )
+        metrics.DEAD_LETTERED.labels(self.ctx.service, error_type).inc()
+        log.warning(
+            "dead-lettered record",
+            extra={"topic": topic, "partition": partition, "offset": offset,
+                   "error_type": error_type, "error": error},
+        )
+
+    def _outbox_rows(self) -> list[dict[str, Any]]:
+        rows = [
+            {
+                "topic": env_topic(env),
+                "key": env.subject.encode(),
+                "value": env.to_bytes(),
+                "headers": [["content-type", CONTENT_TYPE]],
+                "event_type": env.type,
+            }
+            for env in self.emitted[self._queued:]
+        ]
+        self._queued = len(self.emitted)
+        rows.extend(self._dead_letters)
+        self._dead_letters = []
+        return rows
+
+    async def flush_outbox(self) -> int:
+        """Insert the queued events in one statement (arrays, not one row per statement)."""
+        rows = self._outbox_rows()
+        if not rows:
+            return 0
+        await self.session.flush()
+        conn = await self.session.connection()
+        driver = (await conn.get_raw_connection()).driver_connection
+        if driver is None or not driver.is_in_transaction():
+            # Nothing has run in this transaction yet: let SQLAlchemy open it.
+            await self.session.execute(insert(self.ctx.tables.outbox), rows)
+            return len(rows)
+        await driver.execute(
+            f'INSERT INTO "{self.ctx.tables.schema}".outbox (topic, key, value, headers, '
+            "event_type) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], "
+            "$4::text[]::jsonb[], $5::text[])",
+            [r["topic"] for r in rows], [r["key"] for r in rows], [r["value"] for r in rows],
+            [json.dumps(r["headers"]) for r in rows], [r["event_type"] for r in rows],
+        )
+        return len(rows)
+
+    async def claim_inbox(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Insert inbox keys; return those not seen before (the ones to handle)."""
+        if not keys:
+            return set()
+        inbox = self.ctx.tables.inbox
+        stmt = text(
+            f'INSERT INTO "{inbox.schema}".inbox (source, id) '
+            "SELECT * FROM unnest(:sources, :ids) ON CONFLICT DO NOTHING RETURNING source, id"
+        ).bindparams(
+            bindparam("sources", type_=ARRAY(String)), bindparam("ids", type_=ARRAY(String))
+        )
+        result = await self.session.execute(
+            stmt, {"sources": [k[0] for k in keys], "ids": [k[1] for k in keys]}
+        )
+        return {(row[0], row[1]) for row in result}
+
+
+def env_topic(envelope: Envelope) -> str:
+    """The contract topic of an emitted envelope (its type is always registered)."""
+    from shared.contracts import EVENTS
+
+    return EVENTS[envelope.type].topic

@@ -1,0 +1,1 @@
+"""The service shell: FastAPI + FastStream in one process, settings, database, auth, metrics."""
