@@ -1,0 +1,91 @@
+"""One suite, two implementations: the in-memory fake repository behaves as the SQL one.
+
+Handler unit tests run on tests/fakes.py; this keeps the fake honest against Postgres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import pytest
+
+from services.circulation.models import Item, Site
+from services.circulation.spec import SPEC
+from shared.messaging.outbox import ServiceContext, outbox_tables
+from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
+from shared.service.db import make_engine, make_sessionmaker, migrate
+from tests.fakes import FakeUnitOfWork
+from tests.support import Infra, new_env
+
+pytestmark = pytest.mark.integration
+
+Opener = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
+
+
+@pytest.fixture(params=["fake", "sql"])
+async def open_uow(request: pytest.FixtureRequest, infra: Infra) -> AsyncIterator[Opener]:
+    """Opens successive units of work over one store (dicts, or one Postgres schema)."""
+    if request.param == "fake":
+        fake = FakeUnitOfWork("circulation")
+
+        @asynccontextmanager
+        async def open_fake() -> AsyncIterator[UnitOfWork]:
+            yield fake
+
+        yield open_fake
+        return
+    settings = await new_env(infra)
+    engine = make_engine(settings.database_url, 2)
+    await migrate(engine, SPEC.migrations_dir, "circulation")
+    ctx = ServiceContext("circulation", outbox_tables("circulation"),
+                         make_sessionmaker(engine), settings=settings)
+
+    @asynccontextmanager
+    async def open_sql() -> AsyncIterator[UnitOfWork]:
+        async with SqlUnitOfWork(ctx) as uow:
+            yield uow
+
+    yield open_sql
+    await engine.dispose()
+
+
+async def test_added_rows_are_found_by_key_and_by_field(open_uow: Opener) -> None:
+    async with open_uow() as uow:
+        assert await uow.repo(Item).get("R1") is None
+        uow.repo(Item).add(Item(barcode="R1", owning_branch="JX-A", site="JX-A",
+                                status="available"))
+        uow.repo(Item).add(Item(barcode="R2", owning_branch="JX-B", site="JX-B",
+                                status="available"))
+        found = await uow.repo(Item).get("R1")
+        assert found is not None and found.owning_branch == "JX-A"
+    async with open_uow() as uow:
+        await uow.repo(Item).load(["R1", "R2", "R-missing"])
+        assert await uow.repo(Item).get("R-missing") is None
+        second = await uow.repo(Item).get("R2")
+        assert second is not None and second.site == "JX-B"
+        by_owner = await uow.repo(Item).find("owning_branch", ["JX-A", "JX-Z"])
+        assert list(by_owner) == ["JX-A"] and by_owner["JX-A"].barcode == "R1"
+        assert await uow.repo(Item).find("owning_branch", []) == {}
+
+
+async def test_changes_to_a_row_are_kept(open_uow: Opener) -> None:
+    async with open_uow() as uow:
+        uow.repo(Item).add(Item(barcode="R3", site="JX-A", status="available"))
+    async with open_uow() as uow:
+        item = await uow.repo(Item).get("R3")
+        assert item is not None
+        item.status = "on_loan"
+    async with open_uow() as uow:
+        item = await uow.repo(Item).get("R3")
+        assert item is not None and item.status == "on_loan"
+
+
+async def test_put_inserts_then_replaces(open_uow: Opener) -> None:
+    async with open_uow() as uow:
+        await uow.repo(Site).put(Site(code="S1", name="Old", kind="town"))
+    async with open_uow() as uow:
+        await uow.repo(Site).put(Site(code="S1", name="New", kind="town", floating_group="g"))
+    async with open_uow() as uow:
+        site = await uow.repo(Site).get("S1")
+        assert site is not None and (site.name, site.floating_group) == ("New", "g")
