@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 from pydantic import BaseModel
-from sqlalchemy import case, func, or_
+from sqlalchemy import ColumnElement, case, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,8 +16,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.cataloging import domain, handlers
 from services.cataloging.marc import NotMarc, read_marc
 from services.cataloging.models import Bib, Item, Site
-from shared.auth import Principal, current_principal, require
-from shared.service import ServiceDep
+from shared.errors import Conflict, NotFound
+from shared.service.app import ServiceDep, SessionDep
+from shared.service.auth import Principal, current_principal, require
 
 router = APIRouter()
 
@@ -123,14 +124,13 @@ async def _with_holdings(session: AsyncSession, bibs: Sequence[Bib]) -> list[Bib
 @router.get("/items/{barcode}", response_model=ItemView, tags=["items"])
 async def get_item(
     barcode: str,
-    service: ServiceDep,
+    session: SessionDep,
     _: Annotated[Principal, Depends(current_principal)],
 ) -> ItemView:
-    async with service.ctx.sessionmaker() as session:
-        item = await session.get(Item, barcode)
-        if item is None:
-            raise HTTPException(404, f"no item with barcode {barcode!r}")
-        bib = await session.get(Bib, item.bib_id)
+    item = await session.get(Item, barcode)
+    if item is None:
+        raise NotFound(f"no item with barcode {barcode!r}")
+    bib = await session.get(Bib, item.bib_id)
     assert bib is not None  # foreign key
     return ItemView(barcode=item.barcode, copy_id=item.copy_id, call_number=item.call_number,
                     owning_branch=item.owning_branch, site=item.site, status=item.status,
@@ -140,14 +140,13 @@ async def get_item(
 @router.get("/bibs/{bib_id}", response_model=BibWithHoldings, tags=["bibs"])
 async def get_bib(
     bib_id: str,
-    service: ServiceDep,
+    session: SessionDep,
     _: Annotated[Principal, Depends(current_principal)],
 ) -> BibWithHoldings:
-    async with service.ctx.sessionmaker() as session:
-        bib = await session.get(Bib, bib_id)
-        if bib is None:
-            raise HTTPException(404, f"no bib with id {bib_id!r}")
-        return (await _with_holdings(session, [bib]))[0]
+    bib = await session.get(Bib, bib_id)
+    if bib is None:
+        raise NotFound(f"no bib with id {bib_id!r}")
+    return (await _with_holdings(session, [bib]))[0]
 
 
 def _like(term: str) -> str:
@@ -157,7 +156,7 @@ def _like(term: str) -> str:
 
 @router.get("/search", response_model=SearchResults, tags=["bibs"])
 async def search(
-    service: ServiceDep,
+    session: SessionDep,
     _: Annotated[Principal, Depends(current_principal)],
     q: Annotated[str, Query(min_length=1, max_length=200,
                             description="words of the title or author, or an ISBN")],
@@ -169,19 +168,18 @@ async def search(
         raise HTTPException(422, [{"loc": ["query", "q"], "msg": "q must not be blank",
                                    "type": "value_error"}])
     pattern = _like(term)
-    conditions = [col(Bib.title).ilike(pattern, escape="\\"),
-                  col(Bib.author).ilike(pattern, escape="\\")]
-    order = [col(Bib.title), col(Bib.bib_id)]
+    conditions: list[ColumnElement[bool]] = [col(Bib.title).ilike(pattern, escape="\\"),
+                                             col(Bib.author).ilike(pattern, escape="\\")]
+    exact_isbn_first: list[ColumnElement[int]] = []
     isbn = domain.normalize_isbn(term)
     if isbn is not None:
         conditions.append(col(Bib.isbn13) == isbn.value)
-        order.insert(0, case((col(Bib.isbn13) == isbn.value, 0), else_=1))
-    async with service.ctx.sessionmaker() as session:
-        bibs = (await session.exec(
-            select(Bib).where(or_(*conditions)).order_by(*order).limit(limit)
-        )).all()
-        results = await _with_holdings(session, bibs)
-    return SearchResults(query=term, results=results)
+        exact_isbn_first.append(case((col(Bib.isbn13) == isbn.value, 0), else_=1))
+    bibs = (await session.exec(
+        select(Bib).where(or_(*conditions))
+        .order_by(*exact_isbn_first, col(Bib.title), col(Bib.bib_id)).limit(limit)
+    )).all()
+    return SearchResults(query=term, results=await _with_holdings(session, bibs))
 
 
 @router.post("/imports", status_code=status.HTTP_201_CREATED, response_model=ImportReport,
@@ -206,10 +204,10 @@ async def import_marc(
     try:
         async with service.uow() as uow:
             result = await handlers.import_bibs(uow, records)
-    except IntegrityError as exc:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            "a bib for one of these ISBNs was created at the same moment; send the file again",
+    except IntegrityError as exc:  # another import or receipt created the bib first
+        raise Conflict(
+            "a bib for one of these ISBNs was created at the same moment; send the file again"
         ) from exc
     return ImportReport(imported=result.imported, updated=result.updated,
-                        skipped=[SkippedRecord(**s) for s in result.skipped])
+                        skipped=[SkippedRecord(index=s.index, reason=s.reason)
+                                 for s in result.skipped])

@@ -45,11 +45,12 @@ _NOT_ISBN_CHAR = re.compile(r"[^0-9X]")
 
 
 def _valid_isbn13(candidate: str) -> str | None:
-    code = isbnlib.canonical(candidate)
+    code: str = isbnlib.canonical(candidate)  # isbnlib has no type information
     if isbnlib.is_isbn13(code):
         return code
     if isbnlib.is_isbn10(code):
-        return isbnlib.to_isbn13(code) or None
+        converted: str = isbnlib.to_isbn13(code)
+        return converted or None
     return None
 
 

@@ -1,10 +1,10 @@
 """Cataloging's use cases: each runs inside the caller's transaction (state + inbox + outbox).
 
-A consumer hands a whole fetched batch to one transaction. `prefetch` loads the bibs (by
-normalised ISBN) and items (by copy id or barcode) the batch touches in a few queries and
-reserves the barcode serials it will need in one round trip. Bibs and items are then
-looked up through per-transaction dicts in `uow.cache`, which also hold the rows created
-earlier in the same batch: two receipts of one new title in a batch share one bib.
+A consumer hands a whole fetched batch to one unit of work. `prefetch` loads the bibs (by
+normalised ISBN), items (by copy id or barcode) and sites the batch touches in a few
+queries and reserves the barcode serials it will need in one round trip; the handlers then
+find them without asking the database one by one. Rows created earlier in the same batch
+are found the same way: two receipts of one new title in a batch share one bib.
 """
 
 from __future__ import annotations
@@ -12,98 +12,155 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
+from typing import Generic, Protocol, TypeVar
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import text
-from sqlmodel import col, select
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.cataloging import domain
 from services.cataloging.models import BARCODE_SEQUENCE, Bib, Item, Site
-from shared.consumer import Handler
-from shared.events import (
-    BibUpserted,
-    CopiesReceived,
-    Envelope,
-    ItemCataloged,
-    ItemStatusChanged,
-    Payload,
-    SiteUpserted,
-    new_id,
-    utcnow,
-)
-from shared.outbox import UnitOfWork
+from shared.contracts import Envelope, Event, new_id, utcnow
+from shared.contracts.acquisition import CopiesReceived
+from shared.contracts.cataloging import BibUpserted, ItemCataloged
+from shared.contracts.circulation import ItemStatusChanged
+from shared.contracts.logistics import SiteUpserted
+from shared.messaging.consumer import Handlers
+from shared.messaging.unit_of_work import Repository, SqlUnitOfWork, UnitOfWork
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROCESSING_SITE = "JX-CENTRAL"
+handlers = Handlers()
 
-_BIB_BY_ISBN = "bib_by_isbn"
-_ITEM_BY_COPY = "item_by_copy"
-_ITEM_BY_BARCODE = "items_by_barcode"
-_SERIALS = "barcode_serials"
+M = TypeVar("M", bound=SQLModel)
 
 
-# --- per-transaction lookups ----------------------------------------------------------------
+# --- what a unit of work already knows ------------------------------------------------------
 
 
-async def _bibs_by_isbn(uow: UnitOfWork, isbns: Iterable[str]) -> dict[str, Bib | None]:
-    """Bibs by ISBN-13 from the batch's map, asking the database only for unseen ISBNs."""
-    known: dict[str, Bib | None] = uow.cache.setdefault(_BIB_BY_ISBN, {})
-    missing = {i for i in isbns if i not in known}
-    if missing:
-        rows = (await uow.session.exec(select(Bib).where(col(Bib.isbn13).in_(missing)))).all()
-        found = {b.isbn13: b for b in rows}
-        known.update({i: found.get(i) for i in missing})
-    return known
+class ByField(Generic[M]):
+    """Rows of one table by a unique non-key column, misses remembered.
+
+    `Repository.find` asks the database every time and forgets a miss; a batch receiving a
+    new title would ask again for every event of it. This remembers both, and the rows
+    added through it, so a batch costs one query per table.
+    """
+
+    def __init__(self, repo: Repository[M], column: str) -> None:
+        self.repo = repo
+        self.column = column
+        self.known: dict[str, M | None] = {}
+
+    async def load(self, values: Iterable[str]) -> None:
+        missing = {v for v in values if v not in self.known}
+        if missing:
+            found = await self.repo.find(self.column, missing)
+            self.known.update({v: found.get(v) for v in missing})
+
+    async def get(self, value: str) -> M | None:
+        await self.load([value])
+        return self.known[value]
+
+    def add(self, row: M) -> None:
+        self.repo.add(row)
+        value = getattr(row, self.column)
+        if value is not None:
+            self.known[value] = row
 
 
-async def _items_by_copy(uow: UnitOfWork, copy_ids: Iterable[str]) -> dict[str, Item | None]:
-    known: dict[str, Item | None] = uow.cache.setdefault(_ITEM_BY_COPY, {})
-    missing = {c for c in copy_ids if c not in known}
-    if missing:
-        rows = (await uow.session.exec(select(Item).where(col(Item.copy_id).in_(missing)))).all()
-        found = {i.copy_id: i for i in rows}
-        known.update({c: found.get(c) for c in missing})
-    return known
+@dataclass
+class Lookups:
+    """One unit of work's bibs by ISBN-13 and items by copy id."""
+
+    bibs: ByField[Bib]
+    items: ByField[Item]
 
 
-async def _reserve_serials(uow: UnitOfWork, count: int) -> None:
-    """Draw `count` serials from the barcode sequence in one round trip (gaps are harmless)."""
-    if count <= 0:
-        return
-    connection = await uow.session.connection()  # Core SQL inside the batch's transaction
-    result = await connection.execute(
-        text(f"SELECT nextval('{BARCODE_SEQUENCE}') FROM generate_series(1, :n)"), {"n": count}
-    )
-    uow.cache.setdefault(_SERIALS, []).extend(int(row[0]) for row in result)
+# Kept beside the unit of work, not on it (it has no slot for a service's own state), and
+# dropped with it: what one batch learnt never leaks into the next.
+_LOOKUPS: WeakKeyDictionary[UnitOfWork, Lookups] = WeakKeyDictionary()
 
 
-async def _next_barcodes(uow: UnitOfWork, count: int) -> list[str]:
-    pool: list[int] = uow.cache.setdefault(_SERIALS, [])
-    if len(pool) < count:
-        await _reserve_serials(uow, count - len(pool))
-    taken, uow.cache[_SERIALS] = pool[:count], pool[count:]
-    return [domain.format_barcode(serial) for serial in taken]
+def lookups(uow: UnitOfWork) -> Lookups:
+    """The lookups of this unit of work, made on first use and dropped with it."""
+    found = _LOOKUPS.get(uow)
+    if found is None:
+        found = _LOOKUPS[uow] = Lookups(bibs=ByField(uow.repo(Bib), "isbn13"),
+                                        items=ByField(uow.repo(Item), "copy_id"))
+    return found
 
 
-async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) -> None:
+# --- barcode serials --------------------------------------------------------------------------
+
+
+class Serials(Protocol):
+    """Where new items' barcode serials come from."""
+
+    async def take(self, count: int) -> list[int]: ...
+
+
+@dataclass
+class SequenceSerials:
+    """Serials from the Postgres barcode sequence, reserved for a whole batch at once."""
+
+    session: AsyncSession
+    pool: list[int] = field(default_factory=list)
+
+    async def reserve(self, count: int) -> None:
+        """Draw `count` serials in one round trip (gaps, e.g. after a rollback, are harmless)."""
+        if count <= 0:
+            return
+        connection = await self.session.connection()  # Core SQL inside the transaction
+        result = await connection.execute(
+            text(f"SELECT nextval('{BARCODE_SEQUENCE}') FROM generate_series(1, :n)"),
+            {"n": count},
+        )
+        self.pool.extend(int(row[0]) for row in result)
+
+    async def take(self, count: int) -> list[int]:
+        if len(self.pool) < count:
+            await self.reserve(count - len(self.pool))
+        taken, self.pool = self.pool[:count], self.pool[count:]
+        return taken
+
+
+_SERIALS: WeakKeyDictionary[SqlUnitOfWork, SequenceSerials] = WeakKeyDictionary()
+
+
+def sequence_serials(uow: SqlUnitOfWork) -> SequenceSerials:
+    """The serial pool of this transaction, made on first use and dropped with it."""
+    found = _SERIALS.get(uow)
+    if found is None:
+        found = _SERIALS[uow] = SequenceSerials(uow.session)
+    return found
+
+
+# --- the batch's prefetch -------------------------------------------------------------------
+
+
+@handlers.before_batch
+async def prefetch(uow: SqlUnitOfWork, events: Sequence[tuple[Envelope, Event]]) -> None:
+    await sequence_serials(uow).reserve(await load_batch(uow, events))
+
+
+async def load_batch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) -> int:
+    """Load the rows a batch touches, one query per table; return how many copies are new.
+
+    (The number of received copies not catalogued yet: the barcode serials to reserve.)
+    """
     receipts = [p for _, p in events if isinstance(p, CopiesReceived)]
+    new_copies = 0
     if receipts:
-        isbns = {n.value for p in receipts if (n := domain.normalize_isbn(p.isbn))}
-        await _bibs_by_isbn(uow, isbns)
-        copy_ids = [c.copy_id for p in receipts for c in p.copies]
-        known = await _items_by_copy(uow, copy_ids)
-        await _reserve_serials(uow, len({c for c in copy_ids if known.get(c) is None}))
-    barcodes = {p.barcode for _, p in events if isinstance(p, ItemStatusChanged)}
-    if barcodes:
-        rows = await uow.session.exec(select(Item).where(col(Item.barcode).in_(barcodes)))
-        known = uow.cache.setdefault(_ITEM_BY_BARCODE, {})
-        known.update({b: None for b in barcodes})
-        known.update({i.barcode: i for i in rows})
-    codes = {p.code for _, p in events if isinstance(p, SiteUpserted)}
-    if codes:
-        await uow.session.exec(select(Site).where(col(Site.code).in_(codes)))
+        known = lookups(uow)
+        await known.bibs.load({n.value for p in receipts
+                               if (n := domain.normalize_isbn(p.isbn))})
+        copy_ids = {c.copy_id for p in receipts for c in p.copies}
+        await known.items.load(copy_ids)
+        new_copies = sum(1 for c in copy_ids if known.items.known[c] is None)
+    await uow.repo(Item).load({p.barcode for _, p in events if isinstance(p, ItemStatusChanged)})
+    await uow.repo(Site).load({p.code for _, p in events if isinstance(p, SiteUpserted)})
+    return new_copies
 
 
 # --- bibs -----------------------------------------------------------------------------------
@@ -111,10 +168,9 @@ async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) 
 
 def _announce_bib(uow: UnitOfWork, bib: Bib, cause: Envelope | None) -> None:
     uow.emit(
-        "cataloging.bib_upserted", bib.bib_id,
         BibUpserted(bib_id=bib.bib_id, isbns=[bib.isbn13] if bib.isbn13 else [],
                     title=bib.title, author=bib.author, publisher=bib.publisher, year=bib.year),
-        cause=cause,
+        subject=bib.bib_id, cause=cause,
     )
 
 
@@ -125,19 +181,16 @@ async def upsert_bib(uow: UnitOfWork, data: domain.BibData, *, overwrite: bool,
     Returns the bib and whether it was created. `cataloging.bib_upserted` is emitted when
     the bib is created or overwritten.
     """
+    bibs = lookups(uow).bibs
     isbn = domain.normalize_isbn(data.isbn)
-    bib = None
-    if isbn is not None:
-        bib = (await _bibs_by_isbn(uow, [isbn.value]))[isbn.value]
+    bib = await bibs.get(isbn.value) if isbn is not None else None
     now = utcnow()
     created = bib is None
     if bib is None:
         bib = Bib(bib_id=new_id(), isbn13=isbn.value if isbn else None,
                   isbn_valid=isbn.valid if isbn else False, title=data.title,
                   author=data.author, publisher=data.publisher, year=data.year, created_at=now)
-        uow.session.add(bib)
-        if isbn is not None:
-            uow.cache[_BIB_BY_ISBN][isbn.value] = bib
+        bibs.add(bib)
     elif overwrite:
         bib.title, bib.author = data.title, data.author
         bib.publisher, bib.year = data.publisher, data.year
@@ -150,20 +203,28 @@ async def upsert_bib(uow: UnitOfWork, data: domain.BibData, *, overwrite: bool,
 # --- received copies ------------------------------------------------------------------------
 
 
-async def on_copies_received(uow: UnitOfWork, env: Envelope, data: CopiesReceived, *,
-                             processing_site: str = DEFAULT_PROCESSING_SITE) -> None:
+@handlers.on(CopiesReceived)
+async def on_copies_received(uow: SqlUnitOfWork, env: Envelope, data: CopiesReceived) -> None:
+    """Catalogue the received copies, barcodes drawn from the Postgres sequence."""
+    await receive_copies(uow, env, data, sequence_serials(uow))
+
+
+async def receive_copies(uow: UnitOfWork, env: Envelope, data: CopiesReceived,
+                         serials: Serials) -> None:
     """Catalogue each received copy once: one bib per title, one barcoded item per copy.
 
     A copy id already catalogued (a receipt sent again under a new event id) is skipped;
-    the unique constraint on `copy_id` backs this check across processes.
+    the unique constraint on `copy_id` backs this check across processes. New items wait
+    at the processing center this deployment serves (`settings.processing_site`).
     """
     title = domain.BibData(isbn=data.isbn, title=data.title, author=data.author,
                            publisher=data.publisher, year=data.year)
     bib, _ = await upsert_bib(uow, title, overwrite=False, cause=env)
-    known = await _items_by_copy(uow, [c.copy_id for c in data.copies])
+    items = lookups(uow).items
+    await items.load(c.copy_id for c in data.copies)
     new_copies, seen = [], set()
     for copy in data.copies:
-        if known.get(copy.copy_id) is None and copy.copy_id not in seen:
+        if items.known[copy.copy_id] is None and copy.copy_id not in seen:
             new_copies.append(copy)
             seen.add(copy.copy_id)
     skipped = len(data.copies) - len(new_copies)
@@ -172,35 +233,35 @@ async def on_copies_received(uow: UnitOfWork, env: Envelope, data: CopiesReceive
                  extra={"order_id": data.order_id, "line_id": data.line_id, "skipped": skipped})
     if not new_copies:
         return
+    processing_site = uow.settings.processing_site
     shelf_mark = domain.call_number(author=bib.author, title=bib.title, year=bib.year)
     now = utcnow()
-    for copy, barcode in zip(new_copies, await _next_barcodes(uow, len(new_copies)), strict=True):
-        item = Item(barcode=barcode, bib_id=bib.bib_id, copy_id=copy.copy_id,
-                    call_number=shelf_mark, owning_branch=copy.owning_branch,
-                    site=processing_site, status="in_processing", created_at=now)
-        uow.session.add(item)
-        known[copy.copy_id] = item
+    taken = await serials.take(len(new_copies))
+    for copy, serial in zip(new_copies, taken, strict=True):
+        barcode = domain.format_barcode(serial)
+        items.add(Item(barcode=barcode, bib_id=bib.bib_id, copy_id=copy.copy_id,
+                       call_number=shelf_mark, owning_branch=copy.owning_branch,
+                       site=processing_site, status="in_processing", created_at=now))
         uow.emit(
-            "cataloging.item_cataloged", barcode,
             ItemCataloged(barcode=barcode, bib_id=bib.bib_id, isbn=bib.isbn13, title=bib.title,
                           call_number=shelf_mark, owning_branch=copy.owning_branch,
                           copy_id=copy.copy_id, site=processing_site),
-            cause=env,
+            subject=barcode, cause=env,
         )
 
 
 # --- what the rest of the network says --------------------------------------------------------
 
 
-async def on_item_status_changed(uow: UnitOfWork, env: Envelope, data: ItemStatusChanged) -> None:
+@handlers.on(ItemStatusChanged)
+async def on_item_status_changed(uow: UnitOfWork, env: Envelope,
+                                 data: ItemStatusChanged) -> None:
     """Keep circulation's status and whereabouts for availability in search.
 
     Unknown barcodes (items catalogued elsewhere) are ignored; an event older than the
     last one applied does not overwrite it.
     """
-    known: dict[str, Item | None] = uow.cache.get(_ITEM_BY_BARCODE, {})
-    item = known[data.barcode] if data.barcode in known else \
-        await uow.session.get(Item, data.barcode)
+    item = await uow.repo(Item).get(data.barcode)
     if item is None:
         return
     if item.status_at is not None and env.time < item.status_at:
@@ -208,19 +269,28 @@ async def on_item_status_changed(uow: UnitOfWork, env: Envelope, data: ItemStatu
     item.status, item.site, item.status_at = data.status, data.site, env.time
 
 
+@handlers.on(SiteUpserted)
 async def on_site_upserted(uow: UnitOfWork, env: Envelope, data: SiteUpserted) -> None:
-    await uow.session.merge(Site(code=data.code, name=data.name, kind=data.kind,
-                                 active=data.active))
+    await uow.repo(Site).put(Site(code=data.code, name=data.name, kind=data.kind,
+                                  active=data.active))
 
 
 # --- MARC imports ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A record of an import that made no bib: its place in the file, and why."""
+
+    index: int
+    reason: str
 
 
 @dataclass
 class ImportResult:
     imported: int = 0
     updated: int = 0
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 async def import_bibs(uow: UnitOfWork, records: Sequence[domain.BibData | str]) -> ImportResult:
@@ -230,12 +300,11 @@ async def import_bibs(uow: UnitOfWork, records: Sequence[domain.BibData | str]) 
     bib's title, author, publisher and year.
     """
     result = ImportResult()
-    isbns = {n.value for r in records if isinstance(r, domain.BibData)
-             if (n := domain.normalize_isbn(r.isbn))}
-    await _bibs_by_isbn(uow, isbns)
+    await lookups(uow).bibs.load({n.value for r in records if isinstance(r, domain.BibData)
+                                  if (n := domain.normalize_isbn(r.isbn))})
     for index, record in enumerate(records):
         if isinstance(record, str):
-            result.skipped.append({"index": index, "reason": record})
+            result.skipped.append(Skipped(index, record))
             continue
         _, created = await upsert_bib(uow, record, overwrite=True)
         if created:
@@ -243,16 +312,3 @@ async def import_bibs(uow: UnitOfWork, records: Sequence[domain.BibData | str]) 
         else:
             result.updated += 1
     return result
-
-
-def make_handlers(processing_site: str = DEFAULT_PROCESSING_SITE) -> dict[str, Handler]:
-    """The event handlers, with the processing center new copies are catalogued at."""
-    return {
-        "acquisition.copies_received": partial(on_copies_received,
-                                               processing_site=processing_site),
-        "circulation.item_status_changed": on_item_status_changed,
-        "network.site_upserted": on_site_upserted,
-    }
-
-
-HANDLERS = make_handlers()

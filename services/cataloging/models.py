@@ -11,14 +11,11 @@ from datetime import datetime
 from sqlalchemy import Column, DateTime, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
-from shared.outbox import outbox_tables
-
 SCHEMA = "cataloging"
-TABLES = outbox_tables(SCHEMA)
 BARCODE_SEQUENCE = f"{SCHEMA}.barcode_seq"
 
 
-def _ts(nullable: bool = True) -> Column:  # type: ignore[type-arg]
+def _ts(nullable: bool = True) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 

@@ -11,8 +11,10 @@ from sqlmodel import col, select
 
 from services.logistics import domain, handlers
 from services.logistics.models import Shipment, Site
-from shared.auth import Principal, current_principal, require
-from shared.service import ServiceDep
+from shared.errors import NotFound
+from shared.service.app import ServiceDep, SessionDep
+from shared.service.auth import Principal, current_principal, require
+from shared.service.problems import invalid_fields
 
 router = APIRouter()
 
@@ -32,26 +34,20 @@ async def post_network(
     _: Annotated[Principal, require("dispatcher")],
     document: Annotated[Any, Body(description='A network file: {"sites": [...]}')],
 ) -> NetworkLoaded:
-    """Upsert every site of a network file and announce each on `network.sites`."""
+    """Upsert every site of a network file and announce each on `network.sites`.
+
+    A refused file's 422 names, besides each `loc`, the `site` and its `field`.
+    """
     try:
         async with service.uow() as uow:
             count = await handlers.load_network(uow, document)
     except domain.InvalidNetwork as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
-            {"loc": _network_loc(p), "site": p.site, "field": p.field, "msg": p.message,
-             "type": "invalid_network"}
-            for p in exc.problems
+            {**entry, "site": p.site, "field": p.field}
+            for p, entry in zip(exc.problems, invalid_fields(exc.errors, "invalid_network"),
+                                strict=True)
         ]) from exc
     return NetworkLoaded(sites=count)
-
-
-def _network_loc(problem: domain.NetworkProblem) -> list[Any]:
-    loc: list[Any] = ["body", "sites"]
-    if problem.index is not None:
-        loc.append(problem.index)
-        if problem.field != "site":
-            loc.extend(problem.field.replace("[", ".").replace("]", "").split("."))
-    return [int(p) if isinstance(p, str) and p.isdigit() else p for p in loc]
 
 
 class SiteView(BaseModel):
@@ -73,18 +69,16 @@ def _site_view(site: Site) -> SiteView:
 
 
 @router.get("/sites", response_model=list[SiteView], tags=["network"])
-async def list_sites(service: ServiceDep, _: Staff) -> list[SiteView]:
-    async with service.ctx.sessionmaker() as session:
-        rows = await session.exec(select(Site).order_by(col(Site.code)))
-        return [_site_view(s) for s in rows]
+async def list_sites(session: SessionDep, _: Staff) -> list[SiteView]:
+    rows = await session.exec(select(Site).order_by(col(Site.code)))
+    return [_site_view(s) for s in rows]
 
 
 @router.get("/sites/{code}", response_model=SiteView, tags=["network"])
-async def get_site(code: str, service: ServiceDep, _: Staff) -> SiteView:
-    async with service.ctx.sessionmaker() as session:
-        site = await session.get(Site, code)
+async def get_site(code: str, session: SessionDep, _: Staff) -> SiteView:
+    site = await session.get(Site, code)
     if site is None:
-        raise HTTPException(404, f"no site with code {code!r}")
+        raise NotFound(f"no site with code {code!r}")
     return _site_view(site)
 
 
@@ -122,7 +116,10 @@ async def post_scan(
     service: ServiceDep,
     principal: Annotated[Principal, require("driver", "dispatcher")],
 ) -> ScanOut:
-    """Apply a scan to each item's open shipment; what happened to each comes back."""
+    """Apply a scan to each item's open shipment; what happened to each comes back.
+
+    An unknown site is refused (422, `type` `unknown_site`) before anything is recorded.
+    """
     try:
         async with service.uow() as uow:
             report = await handlers.record_scan(
@@ -131,10 +128,8 @@ async def post_scan(
                 time=scan.time, driver=principal.driver,
             )
     except handlers.UnknownSite as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
-            {"loc": ["body", "site"], "msg": f"unknown site {scan.site!r}",
-             "type": "unknown_site"}
-        ]) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            invalid_fields(exc.errors, "unknown_site")) from exc
     return ScanOut(scan_id=report.scan_id, duplicate=report.duplicate,
                    results=[ScanResult(**r) for r in report.results])
 
@@ -160,23 +155,21 @@ class ShipmentView(BaseModel):
 
 @router.get("/shipments", response_model=list[ShipmentView], tags=["shipments"])
 async def list_shipments(
-    service: ServiceDep,
+    session: SessionDep,
     _: Staff,
     barcode: Annotated[str, Query(min_length=1, description="The item's barcode")],
 ) -> list[ShipmentView]:
     """Every shipment of one item, newest first."""
-    async with service.ctx.sessionmaker() as session:
-        rows = await session.exec(
-            select(Shipment).where(col(Shipment.barcode) == barcode)
-            .order_by(col(Shipment.created_at).desc())
-        )
-        return [ShipmentView.model_validate(s, from_attributes=True) for s in rows]
+    rows = await session.exec(
+        select(Shipment).where(col(Shipment.barcode) == barcode)
+        .order_by(col(Shipment.created_at).desc())
+    )
+    return [ShipmentView.model_validate(s, from_attributes=True) for s in rows]
 
 
 @router.get("/shipments/{shipment_id}", response_model=ShipmentView, tags=["shipments"])
-async def get_shipment(shipment_id: str, service: ServiceDep, _: Staff) -> ShipmentView:
-    async with service.ctx.sessionmaker() as session:
-        shipment = await session.get(Shipment, shipment_id)
+async def get_shipment(shipment_id: str, session: SessionDep, _: Staff) -> ShipmentView:
+    shipment = await session.get(Shipment, shipment_id)
     if shipment is None:
-        raise HTTPException(404, f"no shipment with id {shipment_id!r}")
+        raise NotFound(f"no shipment with id {shipment_id!r}")
     return ShipmentView.model_validate(shipment, from_attributes=True)

@@ -12,12 +12,15 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
-WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-SITE_KINDS: tuple[str, ...] = (
-    "hub", "central", "county", "town", "village", "smart_room", "bookmobile_stop",
-)
+from shared.contracts.logistics import SiteKind, Weekday
+from shared.errors import Invalid
+
+__all__ = ["SiteKind", "Weekday"]
+
+WEEKDAYS: tuple[str, ...] = get_args(Weekday)
+SITE_KINDS: tuple[str, ...] = get_args(SiteKind)
 EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -55,13 +58,24 @@ class NetworkProblem:
         where = self.site or (f"sites[{self.index}]" if self.index is not None else "network")
         return f"{where}: {self.field}: {self.message}"
 
+    @property
+    def path(self) -> str:
+        """Where in the document, dotted: `sites.3.opening_hours.tue.0`."""
+        if self.index is None:
+            return "sites"
+        parts = ["sites", str(self.index)]
+        if self.field != "site":
+            parts.append(self.field.replace("[", ".").replace("]", ""))
+        return ".".join(parts)
 
-class InvalidNetwork(ValueError):
+
+class InvalidNetwork(Invalid):
     """A network file that can't be loaded; `problems` lists every reason at once."""
 
     def __init__(self, problems: Sequence[NetworkProblem]) -> None:
         self.problems = list(problems)
-        super().__init__("; ".join(str(p) for p in self.problems))
+        super().__init__("; ".join(str(p) for p in self.problems),
+                         errors=[(p.path, p.message) for p in self.problems])
 
 
 @dataclass
@@ -238,6 +252,20 @@ def validate_network(document: Any) -> list[Site]:
 def _code_of(raw: Any) -> str | None:
     code = raw.get("code") if isinstance(raw, Mapping) else None
     return code.strip() if isinstance(code, str) else None
+
+
+def site_kind(value: str) -> SiteKind:
+    """A validated site kind as the contract's type; a value outside it is a bug, not input."""
+    if value not in SITE_KINDS:
+        raise ValueError(f"unknown site kind {value!r}")
+    return cast(SiteKind, value)
+
+
+def weekday(value: str) -> Weekday:
+    """A validated weekday as the contract's type; a value outside it is a bug, not input."""
+    if value not in WEEKDAYS:
+        raise ValueError(f"unknown weekday {value!r}")
+    return cast(Weekday, value)
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

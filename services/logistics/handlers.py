@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -19,76 +20,90 @@ from sqlmodel import col, select
 
 from services.logistics import domain
 from services.logistics.models import Scan, Shipment, Site
-from shared.events import (
-    Envelope,
-    Payload,
+from shared.contracts import Envelope, Event, new_id, utcnow
+from shared.contracts.circulation import TransferCancelled, TransferCompleted, TransferRequested
+from shared.contracts.logistics import (
     ShipmentArrived,
     ShipmentCancelled,
     ShipmentCreated,
     ShipmentDelivered,
     ShipmentPickedUp,
     SiteUpserted,
-    TransferCancelled,
-    TransferCompleted,
-    TransferRequested,
-    new_id,
-    utcnow,
 )
-from shared.outbox import UnitOfWork
+from shared.errors import Invalid
+from shared.messaging.consumer import Handlers
+from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
 
 log = logging.getLogger(__name__)
 
-_BY_TRANSFER = "shipments_by_transfer"
+handlers = Handlers()
 
 
 # --- transfers from circulation ----------------------------------------------------------
 
+#: The shipment of each transfer a unit of work has looked up, None when it has none.
+#: Shipments are found by transfer (a unique column, not the key), which the repository
+#: does not remember a miss for; this does, so a batch's new transfers cost no query
+#: after the prefetch.
+_BY_TRANSFER: WeakKeyDictionary[UnitOfWork, dict[str, Shipment | None]] = WeakKeyDictionary()
 
-async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) -> None:
-    """Load the shipment (or its absence) of every transfer the batch mentions, in one query."""
+
+def _known(uow: UnitOfWork) -> dict[str, Shipment | None]:
+    return _BY_TRANSFER.setdefault(uow, {})
+
+
+@handlers.before_batch
+async def prefetch(uow: SqlUnitOfWork, events: Sequence[tuple[Envelope, Event]]) -> None:
+    """Load the shipment (or its absence) of every transfer the batch mentions, in one query.
+
+    Locked (in one order everywhere) so a driver's scan and a cancellation of the same
+    shipment take turns instead of deciding on a stale status.
+    """
+    known = _known(uow)
     ids = {p.transfer_id for _, p in events
            if isinstance(p, TransferRequested | TransferCancelled | TransferCompleted)}
-    await _load_by_transfer(uow, ids)
+    missing = ids - known.keys()
+    if not missing:
+        return
+    rows = await uow.session.exec(
+        select(Shipment).where(col(Shipment.transfer_id).in_(missing))
+        .order_by(col(Shipment.shipment_id)).with_for_update()
+    )
+    found = {s.transfer_id: s for s in rows}
+    known.update({tid: found.get(tid) for tid in missing})
 
 
-async def _load_by_transfer(uow: UnitOfWork, transfer_ids: set[str]) -> dict[str, Shipment | None]:
-    known: dict[str, Shipment | None] = uow.cache.setdefault(_BY_TRANSFER, {})
-    missing = transfer_ids - known.keys()
-    if missing:
-        # Locked (in one order everywhere) so a driver's scan and a cancellation of the
-        # same shipment take turns instead of deciding on a stale status.
-        rows = await uow.session.exec(
-            select(Shipment).where(col(Shipment.transfer_id).in_(missing))
-            .order_by(col(Shipment.shipment_id)).with_for_update()
-        )
-        found = {s.transfer_id: s for s in rows}
-        known.update({tid: found.get(tid) for tid in missing})
-    return known
+async def _shipment_of(uow: UnitOfWork, transfer_id: str) -> Shipment | None:
+    known = _known(uow)
+    if transfer_id not in known:  # not prefetched (a handler called on its own)
+        found = await uow.repo(Shipment).find("transfer_id", [transfer_id])
+        known[transfer_id] = found.get(transfer_id)
+    return known[transfer_id]
 
 
+@handlers.on(TransferRequested)
 async def on_transfer_requested(uow: UnitOfWork, env: Envelope, data: TransferRequested) -> None:
     """One shipment per transfer: a redelivered or repeated request ships nothing twice."""
-    known = await _load_by_transfer(uow, {data.transfer_id})
-    if known[data.transfer_id] is not None:
+    if await _shipment_of(uow, data.transfer_id) is not None:
         return
     shipment = Shipment(
         shipment_id=new_id(), transfer_id=data.transfer_id, barcode=data.barcode,
         from_site=data.from_site, to_site=data.to_site, status="created",
         last_site=data.from_site, created_at=utcnow(),
     )
-    uow.session.add(shipment)
-    known[data.transfer_id] = shipment
+    uow.repo(Shipment).add(shipment)
+    _known(uow)[data.transfer_id] = shipment
     uow.emit(
-        "logistics.shipment_created", data.barcode,
         ShipmentCreated(shipment_id=shipment.shipment_id, transfer_id=data.transfer_id,
                         barcode=data.barcode, from_site=data.from_site, to_site=data.to_site),
-        cause=env,
+        subject=data.barcode, cause=env,
     )
 
 
+@handlers.on(TransferCancelled)
 async def on_transfer_cancelled(uow: UnitOfWork, env: Envelope, data: TransferCancelled) -> None:
     """Stop the shipment of a cancelled transfer unless the item was already delivered."""
-    shipment = (await _load_by_transfer(uow, {data.transfer_id}))[data.transfer_id]
+    shipment = await _shipment_of(uow, data.transfer_id)
     if shipment is None:
         log.info("cancelled transfer has no shipment", extra={"transfer_id": data.transfer_id})
         return
@@ -97,48 +112,41 @@ async def on_transfer_cancelled(uow: UnitOfWork, env: Envelope, data: TransferCa
     shipment.status = "cancelled"
     shipment.cancelled_at = env.time
     uow.emit(
-        "logistics.shipment_cancelled", shipment.barcode,
         ShipmentCancelled(shipment_id=shipment.shipment_id, transfer_id=shipment.transfer_id,
                           barcode=shipment.barcode),
-        cause=env,
+        subject=shipment.barcode, cause=env,
     )
 
 
+@handlers.on(TransferCompleted)
 async def on_transfer_completed(uow: UnitOfWork, env: Envelope, data: TransferCompleted) -> None:
     """The item was checked in at its destination before the driver's unload scan.
 
     The book is physically there, so the shipment is delivered: a shipment never stays
     open on a vehicle after circulation has closed its transfer.
     """
-    shipment = (await _load_by_transfer(uow, {data.transfer_id}))[data.transfer_id]
+    shipment = await _shipment_of(uow, data.transfer_id)
     if shipment is None or shipment.status in ("delivered", "cancelled"):
         return
     shipment.status = "delivered"
     shipment.delivered_at = env.time
     shipment.last_site = data.site
     uow.emit(
-        "logistics.shipment_delivered", shipment.barcode,
         ShipmentDelivered(shipment_id=shipment.shipment_id, transfer_id=shipment.transfer_id,
                           barcode=shipment.barcode, site=data.site),
-        cause=env,
+        subject=shipment.barcode, cause=env,
     )
-
-
-HANDLERS = {
-    "circulation.transfer_requested": on_transfer_requested,
-    "circulation.transfer_cancelled": on_transfer_cancelled,
-    "circulation.transfer_completed": on_transfer_completed,
-}
 
 
 # --- the network --------------------------------------------------------------------------
 
 
-async def load_network(uow: UnitOfWork, document: Any) -> int:
+async def load_network(uow: SqlUnitOfWork, document: Any) -> int:
     """Validate a network file and upsert every site, announcing each on `network.sites`.
 
     All or nothing: one bad site rejects the whole file (domain.InvalidNetwork), so the
-    network is never half loaded.
+    network is never half loaded. One statement upserts every site, so two loads at once
+    both succeed.
     """
     sites = domain.validate_network(document)
     now = utcnow()
@@ -148,29 +156,37 @@ async def load_network(uow: UnitOfWork, document: Any) -> int:
          "floating_group": s.floating_group, "active": s.active, "updated_at": now}
         for s in sites
     ]
-    stmt = pg_insert(Site.__table__).values(rows)  # type: ignore[attr-defined]
-    stmt = stmt.on_conflict_do_update(
+    stmt = pg_insert(Site).values(rows)
+    await uow.session.exec(stmt.on_conflict_do_update(
         index_elements=["code"],
         set_={name: stmt.excluded[name] for name in rows[0] if name != "code"},
-    )
-    await uow.session.exec(stmt)
+    ))
     for s in sites:
-        uow.emit(
-            "network.site_upserted", s.code,
-            SiteUpserted(code=s.code, name=s.name, kind=s.kind,  # type: ignore[arg-type]
-                         lat=s.lat, lon=s.lon, hub=s.hub,
-                         opening_hours=s.opening_hours,  # type: ignore[arg-type]
-                         courier_days=s.courier_days,  # type: ignore[arg-type]
-                         floating_group=s.floating_group, active=s.active),
-        )
+        uow.emit(site_upserted(s), subject=s.code)
     return len(sites)
+
+
+def site_upserted(site: domain.Site) -> SiteUpserted:
+    """The announcement of one validated site."""
+    return SiteUpserted(
+        code=site.code, name=site.name, kind=domain.site_kind(site.kind), lat=site.lat,
+        lon=site.lon, hub=site.hub,
+        opening_hours={domain.weekday(day): [(opens, closes) for opens, closes in intervals]
+                       for day, intervals in site.opening_hours.items()},
+        courier_days=[domain.weekday(day) for day in site.courier_days],
+        floating_group=site.floating_group, active=site.active,
+    )
 
 
 # --- driver scans -------------------------------------------------------------------------
 
 
-class UnknownSite(LookupError):
+class UnknownSite(Invalid):
     """A scan at a site the network does not have (a typo would misplace every item)."""
+
+    def __init__(self, site: str) -> None:
+        super().__init__(f"unknown site {site!r}", field="site")
+        self.site = site
 
 
 @dataclass
@@ -181,7 +197,7 @@ class ScanReport:
 
 
 async def record_scan(
-    uow: UnitOfWork,
+    uow: SqlUnitOfWork,
     *,
     scan_id: str,
     route_id: str,
@@ -197,48 +213,46 @@ async def record_scan(
     A scan with a crate but no barcodes means the crate's contents: the items loaded into
     it that are still on their way.
     """
-    s = uow.session
-    if await s.get(Site, site) is None:
+    if await uow.repo(Site).get(site) is None:
         raise UnknownSite(site)
-    claimed = await s.exec(
-        pg_insert(Scan.__table__)  # type: ignore[attr-defined]
+    claimed = await uow.session.exec(
+        pg_insert(Scan)
         .values(scan_id=scan_id, route_id=route_id, site=site, kind=kind,
                 barcodes=list(barcodes), crate_id=crate_id, driver=driver, time=time,
                 received_at=utcnow(), outcomes=[])
         .on_conflict_do_nothing(index_elements=["scan_id"])
-        .returning(Scan.__table__.c.scan_id)  # type: ignore[attr-defined]
+        .returning(col(Scan.scan_id))
     )
     if claimed.first() is None:
-        stored = await s.exec(select(Scan.outcomes).where(col(Scan.scan_id) == scan_id))
-        return ScanReport(scan_id, duplicate=True, results=list(stored.one()))
+        stored = await uow.repo(Scan).get(scan_id)
+        return ScanReport(scan_id, duplicate=True,
+                          results=list(stored.outcomes) if stored is not None else [])
 
     wanted = list(dict.fromkeys(barcodes))
     open_by_barcode = await _open_shipments(uow, wanted, crate_id)
     if not wanted:
         wanted = sorted(open_by_barcode)
 
-    results = []
+    results: list[dict[str, Any]] = []
     for barcode in wanted:
         candidates = open_by_barcode.get(barcode, [])
         if not candidates:
             results.append({"barcode": barcode, "outcome": "no_open_shipment",
                             "shipment_id": None})
             continue
-        shipment, effect = _first_that_moves(candidates, kind, site)
+        shipment, effect = first_that_moves(candidates, kind, site)
         if effect.moved:
-            _move(uow, shipment, effect, site=site, route_id=route_id, crate_id=crate_id,
-                  time=time)
+            move(uow, shipment, effect, site=site, route_id=route_id, crate_id=crate_id,
+                 time=time)
         results.append({"barcode": barcode, "outcome": effect.describe(),
                         "shipment_id": shipment.shipment_id})
-    await s.exec(
-        update(Scan.__table__)  # type: ignore[attr-defined]
-        .where(Scan.__table__.c.scan_id == scan_id)  # type: ignore[attr-defined]
-        .values(outcomes=results)
+    await uow.session.exec(
+        update(Scan).where(col(Scan.scan_id) == scan_id).values(outcomes=results)
     )
     return ScanReport(scan_id, duplicate=False, results=results)
 
 
-async def _open_shipments(uow: UnitOfWork, barcodes: list[str],
+async def _open_shipments(uow: SqlUnitOfWork, barcodes: list[str],
                           crate_id: str | None) -> dict[str, list[Shipment]]:
     """Open shipments of the scanned items (or of the crate's), newest first, locked."""
     query = select(Shipment).where(col(Shipment.status).in_(domain.OPEN_STATUSES))
@@ -256,8 +270,8 @@ async def _open_shipments(uow: UnitOfWork, barcodes: list[str],
     return found
 
 
-def _first_that_moves(candidates: list[Shipment], kind: str,
-                      site: str) -> tuple[Shipment, domain.ScanEffect]:
+def first_that_moves(candidates: list[Shipment], kind: str,
+                     site: str) -> tuple[Shipment, domain.ScanEffect]:
     """The newest open shipment the scan moves; else the newest, with why it didn't."""
     effects = [(s, domain.apply_scan(_state(s), kind, site)) for s in candidates]
     return next(((s, e) for s, e in effects if e.moved), effects[0])
@@ -268,19 +282,25 @@ def _state(shipment: Shipment) -> domain.ShipmentState:
                                 to_site=shipment.to_site, last_site=shipment.last_site)
 
 
-def _move(uow: UnitOfWork, shipment: Shipment, effect: domain.ScanEffect, *, site: str,
-          route_id: str, crate_id: str | None, time: datetime) -> None:
+def move(uow: UnitOfWork, shipment: Shipment, effect: domain.ScanEffect, *, site: str,
+         route_id: str, crate_id: str | None, time: datetime) -> None:
+    """A scan moved the shipment: its new status and place, and the event saying so."""
     shipment.status = effect.outcome
     shipment.last_site = site
-    ids = {"shipment_id": shipment.shipment_id, "transfer_id": shipment.transfer_id,
-           "barcode": shipment.barcode, "site": site}
+    subject = shipment.barcode
     if effect.outcome == "picked_up":
         shipment.route_id, shipment.crate_id = route_id, crate_id
         shipment.picked_up_at = shipment.picked_up_at or time
-        uow.emit("logistics.shipment_picked_up", shipment.barcode,
-                 ShipmentPickedUp(**ids, route_id=route_id, crate_id=crate_id))
+        uow.emit(ShipmentPickedUp(shipment_id=shipment.shipment_id,
+                                  transfer_id=shipment.transfer_id, barcode=shipment.barcode,
+                                  site=site, route_id=route_id, crate_id=crate_id),
+                 subject=subject)
     elif effect.outcome == "arrived":
-        uow.emit("logistics.shipment_arrived", shipment.barcode, ShipmentArrived(**ids))
+        uow.emit(ShipmentArrived(shipment_id=shipment.shipment_id,
+                                 transfer_id=shipment.transfer_id, barcode=shipment.barcode,
+                                 site=site), subject=subject)
     else:
         shipment.delivered_at = time
-        uow.emit("logistics.shipment_delivered", shipment.barcode, ShipmentDelivered(**ids))
+        uow.emit(ShipmentDelivered(shipment_id=shipment.shipment_id,
+                                   transfer_id=shipment.transfer_id, barcode=shipment.barcode,
+                                   site=site), subject=subject)

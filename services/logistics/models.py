@@ -9,17 +9,14 @@ from sqlalchemy import Column, DateTime, Index, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from shared.outbox import outbox_tables
-
 SCHEMA = "logistics"
-TABLES = outbox_tables(SCHEMA)
 
 
-def _ts(nullable: bool = True) -> Column:  # type: ignore[type-arg]
+def _ts(nullable: bool = True) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 
-def _json() -> Column:  # type: ignore[type-arg]
+def _json() -> Column[Any]:
     return Column(JSONB, nullable=False)
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from services.logistics.handlers import load_network
-from services.logistics.models import SCHEMA, TABLES
-from shared.db import make_engine, make_sessionmaker, migrate, wait_for_database
-from shared.outbox import ServiceContext, UnitOfWork
-from shared.settings import Settings
+from services.logistics.models import SCHEMA
+from shared.messaging.outbox import ServiceContext, outbox_tables
+from shared.messaging.unit_of_work import SqlUnitOfWork
+from shared.service.db import make_engine, make_sessionmaker, migrate, wait_for_database
+from shared.service.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEMO_NETWORK = Path(__file__).parent / "data" / "demo_network.json"
@@ -41,8 +42,9 @@ async def load_network_file(path: Path, settings: Settings) -> int:
     try:
         await wait_for_database(engine)
         await migrate(engine, MIGRATIONS, SCHEMA)
-        ctx = ServiceContext(SCHEMA, TABLES, make_sessionmaker(engine))
-        async with UnitOfWork(ctx) as uow:
+        ctx = ServiceContext(SCHEMA, outbox_tables(SCHEMA), make_sessionmaker(engine),
+                             settings=settings)
+        async with SqlUnitOfWork(ctx) as uow:
             return await load_network(uow, document)
     finally:
         await engine.dispose()

@@ -11,9 +11,10 @@ from sqlalchemy import String, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from services.cataloging import domain
-from services.cataloging.app import spec
+from services.cataloging.spec import SPEC
 from tests.support import (
     Infra,
+    ServiceClient,
     cloud_event,
     events_of,
     eventually,
@@ -62,7 +63,7 @@ def status_changed(barcode: str, bib_id: str, status: str, site: str, owner: str
     )
 
 
-async def all_handled(client, event_ids: list[str]) -> bool:  # type: ignore[no-untyped-def]
+async def all_handled(client: ServiceClient, event_ids: list[str]) -> bool:
     """True once the service's inbox holds every one of these events."""
     async with client.service.engine.connect() as connection:
         result = await connection.execute(
@@ -97,7 +98,7 @@ def marc_file(*records: Record) -> bytes:
 
 async def test_received_copies_become_items_once_and_are_found_by_search(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(settings), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "network.sites", [site_upserted("JX-HN-01", "Haining Library")])
         received = copies_received("O-1", "L-1", "978-7-02-000220-7",
                                    [("C-1", "JX-HN-01"), ("C-2", "JX-HN-01"),
@@ -202,7 +203,7 @@ async def test_received_copies_become_items_once_and_are_found_by_search(infra: 
 
 async def test_one_batch_with_two_receipts_of_a_new_title_makes_one_bib(infra: Infra) -> None:
     settings = await new_env(infra, processing_site="JX-PROC")
-    async with running_service(spec(settings), settings) as client:
+    async with running_service(SPEC, settings) as client:
         first = copies_received("O-7", "L-1", "0-306-40615-2", [("D-1", "JX-HN-01")],
                                 title="Mathematical Tables", author="Smith")
         second = copies_received("O-7", "L-2", "978-0-306-40615-7", [("D-2", "JX-HY-02")],
@@ -236,7 +237,7 @@ async def test_one_batch_with_two_receipts_of_a_new_title_makes_one_bib(infra: I
 
 async def test_marc_import_creates_and_updates_bibs(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(settings), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "acquisition.orders", [
             copies_received("O-3", "L-1", "0-306-40615-2", [("E-1", "JX-HN-01")],
                             title="Provisional title from the order", author=None)])
@@ -281,7 +282,7 @@ async def test_marc_import_creates_and_updates_bibs(infra: Infra) -> None:
 
 async def test_marc_import_refuses_what_is_not_marc(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(settings), settings) as client:
+    async with running_service(SPEC, settings) as client:
         headers = token("cataloger")
         for content in (b"title,author\nFortress Besieged,Qian Zhongshu\n", b"%PDF-1.7\n" * 40,
                         b""):

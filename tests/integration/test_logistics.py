@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.logistics.app import spec
 from services.logistics.network import DEMO_NETWORK, load_network_file
+from services.logistics.spec import SPEC
 from tests.support import (
     Infra,
     cloud_event,
@@ -66,7 +66,7 @@ async def test_demo_network_loads_and_announces_every_site(infra: Infra) -> None
     settings = await new_env(infra)
     document = demo_network()
     codes = {s["code"] for s in document["sites"]}
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         r = await client.post("/network", json=document, headers=token("dispatcher"))
         assert r.status_code == 200, r.text
         assert r.json() == {"sites": len(codes)}
@@ -108,7 +108,7 @@ async def test_network_file_loads_without_the_http_app(infra: Infra) -> None:
     count = await load_network_file(DEMO_NETWORK, settings)
     assert count == len(demo_network()["sites"])
     # the events wait in the outbox until the service's relay runs
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         records = await read_topic(settings, "network.sites", at_least=count, settle=1.0)
         assert len(events_of(records, "network.site_upserted")) == count
         assert len((await client.get("/sites", headers=ADMIN)).json()) == count
@@ -118,7 +118,7 @@ async def test_network_file_loads_without_the_http_app(infra: Infra) -> None:
 
 async def test_a_transfer_makes_exactly_one_shipment(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         first = transfer_requested("T-1", "B100", "JX-HN-01", "JX-PH-01")
         again = transfer_requested("T-1", "B100", "JX-HN-01", "JX-PH-01")  # new event id
         await produce(settings, "circulation.transfers", [first, first])
@@ -151,7 +151,7 @@ async def test_a_transfer_makes_exactly_one_shipment(infra: Infra) -> None:
 async def test_scans_pick_up_pass_the_hub_and_deliver(infra: Infra) -> None:
     settings = await new_env(infra)
     await load_network_file(DEMO_NETWORK, settings)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "circulation.transfers", [
             transfer_requested("T-10", "B200", "JX-HN-01", "JX-PH-01"),
             transfer_requested("T-11", "B201", "JX-HN-01", "JX-HUB"),
@@ -215,7 +215,7 @@ async def test_scans_pick_up_pass_the_hub_and_deliver(infra: Infra) -> None:
 async def test_a_cancelled_transfer_cancels_its_shipment(infra: Infra) -> None:
     settings = await new_env(infra)
     await load_network_file(DEMO_NETWORK, settings)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "circulation.transfers",
                       [transfer_requested("T-20", "B300", "JX-TX-01", "JX-JS-01")])
         shipment = await wait_for_shipment(client, "B300")
@@ -244,7 +244,7 @@ async def test_a_cancelled_transfer_cancels_its_shipment(infra: Infra) -> None:
 async def test_scan_input_and_roles(infra: Infra) -> None:
     settings = await new_env(infra)
     await load_network_file(DEMO_NETWORK, settings)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         good = scan("S-30", "arrive", "JX-HY-02", [])
         r = await client.post("/scans", json=good, headers=token("desk", site="JX-HY-02"))
         assert r.status_code == 403
@@ -273,7 +273,7 @@ async def test_scan_input_and_roles(infra: Infra) -> None:
 async def test_checkin_at_destination_delivers_the_open_shipment(infra: Infra) -> None:
     """Circulation completed the transfer at the shelf before any unload scan."""
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await produce(settings, "circulation.transfers",
                       [transfer_requested("TC-1", "BC-1", "JX-PH-01", "JX-HN-01")])
         shipment = await wait_for_shipment(client, "BC-1")

@@ -1,0 +1,214 @@
+"""Cataloging's handlers and use cases against the in-memory unit of work: no Postgres, no Kafka.
+
+Barcode serials come from the Postgres sequence in production; here `receive_copies` is
+given a counter instead (the one part of `on_copies_received` that needs SQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.cataloging import domain, handlers
+from services.cataloging.models import Bib, Item, Site
+from shared.contracts import Envelope, Event, make_event
+from shared.contracts.acquisition import CopiesReceived, ReceivedCopy
+from shared.contracts.cataloging import BibUpserted, ItemCataloged
+from shared.contracts.circulation import ItemStatusChanged
+from shared.contracts.logistics import SiteUpserted
+from shared.service.settings import Settings
+from tests.fakes import FakeRepository, FakeUnitOfWork
+
+AT = datetime(2026, 11, 22, 10, tzinfo=UTC)
+
+
+def envelope(data: Event, subject: str, source: str = "branchline/acquisition",
+             time: datetime = AT) -> Envelope:
+    return make_event(data, subject=subject, source=source, time=time)
+
+
+class Counter:
+    """Barcode serials 1, 2, 3, … as the fresh sequence would give them."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    async def take(self, count: int) -> list[int]:
+        taken = list(range(self.last + 1, self.last + count + 1))
+        self.last += count
+        return taken
+
+
+def received(isbn: str, *copies: tuple[str, str], title: str = "Fortress Besieged",
+             author: str | None = "Qian, Zhongshu", line_id: str = "L-1") -> CopiesReceived:
+    return CopiesReceived(
+        order_id="O-1", line_id=line_id, isbn=isbn, title=title, author=author, year=1947,
+        copies=[ReceivedCopy(copy_id=c, owning_branch=b) for c, b in copies], received_at=AT,
+    )
+
+
+async def receive(uow: FakeUnitOfWork, data: CopiesReceived, serials: Counter) -> Envelope:
+    env = envelope(data, data.order_id)
+    await handlers.receive_copies(uow, env, data, serials)
+    return env
+
+
+def cataloged(uow: FakeUnitOfWork) -> list[dict[str, Any]]:
+    return [e.data for e in uow.emitted if e.type == ItemCataloged.event_type]
+
+
+async def test_received_copies_become_barcoded_items_of_one_new_bib() -> None:
+    uow = FakeUnitOfWork("cataloging", Settings(processing_site="JX-PROC"))
+    env = await receive(uow, received("7-02-000220-X", ("C-1", "JX-HN-01"), ("C-2", "JX-HY-02")),
+                        Counter())
+
+    [bib] = uow.repo(Bib).rows.values()
+    assert (bib.isbn13, bib.isbn_valid, bib.title) == ("9787020002207", True, "Fortress Besieged")
+    items = sorted(uow.repo(Item).rows.values(), key=lambda i: i.barcode)
+    assert [(i.barcode, i.copy_id, i.owning_branch, i.site, i.status) for i in items] == [
+        (domain.format_barcode(1), "C-1", "JX-HN-01", "JX-PROC", "in_processing"),
+        (domain.format_barcode(2), "C-2", "JX-HY-02", "JX-PROC", "in_processing"),
+    ]
+    assert {i.bib_id for i in items} == {bib.bib_id}
+    assert {i.call_number for i in items} == {"TBC/Q1947"}
+
+    assert uow.types() == [BibUpserted.event_type] + [ItemCataloged.event_type] * 2
+    assert uow.emitted[0].subject == bib.bib_id
+    assert uow.emitted[0].data["isbns"] == ["9787020002207"]
+    assert [(e.subject, e.causationid) for e in uow.emitted[1:]] == [
+        (i.barcode, env.id) for i in items]
+    assert {d["site"] for d in cataloged(uow)} == {"JX-PROC"}
+
+
+async def test_a_receipt_sent_again_catalogues_nothing_new() -> None:
+    uow = FakeUnitOfWork("cataloging")
+    serials = Counter()
+    await receive(uow, received("9787020002207", ("C-1", "JX-HN-01")), serials)
+    # the same copy again, twice in one receipt, with one new copy
+    await receive(uow, received("9787020002207", ("C-1", "JX-HN-01"), ("C-1", "JX-HN-01"),
+                                ("C-2", "JX-HN-01")), serials)
+    await receive(uow, received("9787020002207", ("C-2", "JX-HN-01")), serials)
+
+    assert sorted(d["copy_id"] for d in cataloged(uow)) == ["C-1", "C-2"]
+    assert len(uow.repo(Item).rows) == 2
+    assert serials.last == 2  # no serial drawn for a copy already catalogued
+    assert uow.types().count(BibUpserted.event_type) == 1
+
+
+async def test_isbn10_and_isbn13_receipts_share_a_bib_and_a_misprint_gets_its_own() -> None:
+    uow = FakeUnitOfWork("cataloging")
+    serials = Counter()
+    await receive(uow, received("0-306-40615-2", ("D-1", "JX-HN-01"), title="Tables"), serials)
+    await receive(uow, received("978-0-306-40615-7", ("D-2", "JX-HY-02"), title="Tables"),
+                  serials)
+    await receive(uow, received("978-0-306-40615-8", ("D-3", "JX-HY-02"), title="Misprinted"),
+                  serials)
+
+    by_copy = {d["copy_id"]: d["bib_id"] for d in cataloged(uow)}
+    assert by_copy["D-1"] == by_copy["D-2"] != by_copy["D-3"]
+    bibs = {b.isbn13: b.isbn_valid for b in uow.repo(Bib).rows.values()}
+    assert bibs == {"9780306406157": True, "9780306406158": False}
+    assert uow.types().count(BibUpserted.event_type) == 2
+
+
+class CountingRepository(FakeRepository[Any]):
+    """A fake repository that records every `find` (each one a query on Postgres)."""
+
+    def __init__(self, model: type[Any], asked: list[tuple[str, set[Any]]]) -> None:
+        super().__init__(model)
+        self.asked = asked
+
+    async def find(self, field: str, values: Iterable[Any]) -> dict[Any, Any]:
+        wanted = set(values)
+        self.asked.append((field, wanted))
+        return await super().find(field, wanted)
+
+
+async def test_a_batch_looks_each_table_up_once_even_for_new_titles() -> None:
+    uow = FakeUnitOfWork("cataloging")
+    asked: list[tuple[str, set[Any]]] = []
+    uow.repos[Bib] = CountingRepository(Bib, asked)
+    uow.repos[Item] = CountingRepository(Item, asked)
+    receipts = [received("9787020002207", ("C-1", "JX-HN-01"), line_id="L-1"),
+                received("978-7-02-000220-7", ("C-2", "JX-HN-01"), ("C-1", "JX-HN-01"),
+                         line_id="L-2")]
+    batch = [(envelope(data, data.order_id), data) for data in receipts]
+
+    assert await handlers.load_batch(uow, batch) == 2  # serials to reserve: C-1 and C-2
+    serials = Counter()
+    for env, data in batch:
+        await handlers.receive_copies(uow, env, data, serials)
+
+    assert asked == [("isbn13", {"9787020002207"}), ("copy_id", {"C-1", "C-2"})]
+    assert len(uow.repo(Bib).rows) == 1
+    assert sorted(i.copy_id or "" for i in uow.repo(Item).rows.values()) == ["C-1", "C-2"]
+
+
+async def catalogued_item(uow: FakeUnitOfWork) -> Item:
+    await receive(uow, received("9787020002207", ("C-1", "JX-HN-01")), Counter())
+    [item] = uow.repo(Item).rows.values()
+    return item
+
+
+def status_changed(item: Item, status: Any, site: str) -> ItemStatusChanged:
+    return ItemStatusChanged(barcode=item.barcode, bib_id=item.bib_id, status=status, site=site,
+                             owning_branch=item.owning_branch)
+
+
+async def test_circulation_status_is_kept_unless_an_older_fact_arrives_late() -> None:
+    uow = FakeUnitOfWork("cataloging")
+    item = await catalogued_item(uow)
+    emitted = len(uow.emitted)
+    for status, site, at in [("available", "JX-HN-01", AT),
+                             ("in_transit", "JX-CENTRAL", AT - timedelta(minutes=5))]:
+        data = status_changed(item, status, site)
+        await handlers.on_item_status_changed(
+            uow, envelope(data, item.barcode, "branchline/circulation", at), data)
+    assert (item.status, item.site, item.status_at) == ("available", "JX-HN-01", AT)
+
+    unknown = ItemStatusChanged(barcode="UNKNOWN-1", bib_id="b", status="on_loan",
+                                site="JX-HY-02", owning_branch="JX-HY-02")
+    await handlers.on_item_status_changed(uow, envelope(unknown, "UNKNOWN-1"), unknown)
+    assert list(uow.repo(Item).rows) == [item.barcode]
+    assert len(uow.emitted) == emitted  # cataloging only keeps what circulation says
+
+
+async def test_site_upserted_replaces_the_site() -> None:
+    uow = FakeUnitOfWork("cataloging")
+    for name, active in (("Haining Library", True), ("Haining Central Library", False)):
+        data = SiteUpserted(code="JX-HN-01", name=name, kind="town", lat=30.5, lon=120.7,
+                            hub="JX-CENTRAL", opening_hours={"mon": [("09:00", "17:00")]},
+                            courier_days=["mon"], active=active)
+        await handlers.on_site_upserted(uow, envelope(data, "JX-HN-01", "branchline/logistics"),
+                                        data)
+    [site] = uow.repo(Site).rows.values()
+    assert (site.code, site.name, site.kind, site.active) == (
+        "JX-HN-01", "Haining Central Library", "town", False)
+
+
+async def test_marc_import_overwrites_a_received_title_and_creates_new_ones() -> None:
+    uow = FakeUnitOfWork("cataloging")
+    item = await catalogued_item(uow)
+    records: list[domain.BibData | str] = [
+        domain.BibData(isbn="7-02-000220-X", title="Wei cheng", author="Qian, Zhongshu",
+                       publisher="Ren min wen xue chu ban she", year=1947),
+        "no ISBN in 020$a",
+        domain.BibData(isbn="0306406152 (pbk.)", title="Mathematical tables", year=1998),
+    ]
+    result = await handlers.import_bibs(uow, records)
+
+    assert (result.imported, result.updated) == (1, 1)
+    assert result.skipped == [handlers.Skipped(1, "no ISBN in 020$a")]
+    bibs = {b.isbn13: b for b in uow.repo(Bib).rows.values()}
+    assert set(bibs) == {"9787020002207", "9780306406157"}
+    updated = bibs["9787020002207"]
+    assert updated.bib_id == item.bib_id and updated.updated_at is not None
+    assert (updated.title, updated.publisher) == ("Wei cheng", "Ren min wen xue chu ban she")
+    upserted = [e.data for e in uow.emitted if e.type == BibUpserted.event_type]
+    assert [d["title"] for d in upserted] == [
+        "Fortress Besieged", "Wei cheng", "Mathematical tables"]
+
+    again = await handlers.import_bibs(uow, records)
+    assert (again.imported, again.updated) == (0, 2)
+    assert len(uow.repo(Bib).rows) == 2
