@@ -24,11 +24,18 @@ class Conflict(DomainError):
 
 
 class Invalid(DomainError):
-    """Bad input: `field` is the path of the offending field (dotted, e.g. `lines.0.isbn`)."""
+    """Bad input: `field` is the path of the offending field (dotted, e.g. `lines.0.isbn`).
+
+    `location` is where the field is (`body`, `query`, `path`); `kind` is the machine-readable
+    reason a client can branch on (`invalid`, `unknown_site`, `not_marc`, ...).
+    """
 
     def __init__(self, message: str, field: str | None = None,
-                 errors: list[tuple[str, str]] | None = None) -> None:
+                 errors: list[tuple[str, str]] | None = None, *,
+                 kind: str = "invalid", location: str = "body") -> None:
         super().__init__(message)
         self.field = field
+        self.kind = kind
+        self.location = location
         #: Every (field, message) pair when several fields are wrong at once.
-        self.errors = errors if errors is not None else [(field or "body", message)]
+        self.errors = errors if errors is not None else [(field or "", message)]

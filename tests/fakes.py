@@ -40,7 +40,8 @@ class FakeRepository(Repository[M]):
     async def load(self, keys: Iterable[Any]) -> None:
         return None
 
-    async def find(self, field: str, values: Iterable[Any]) -> dict[Any, M]:
+    async def find(self, field: str, values: Iterable[Any], *,
+                   lock: bool = False) -> dict[Any, M]:
         wanted = set(values)
         return {getattr(r, field): r for r in self.rows.values() if getattr(r, field) in wanted}
 

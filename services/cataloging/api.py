@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.cataloging import domain, handlers
 from services.cataloging.marc import NotMarc, read_marc
 from services.cataloging.models import Bib, Item, Site
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, Invalid, NotFound
 from shared.service.app import ServiceDep, SessionDep
 from shared.service.auth import Principal, current_principal, require
 
@@ -165,8 +165,7 @@ async def search(
     """One search across the network: titles with every branch's holdings and availability."""
     term = q.strip()
     if not term:
-        raise HTTPException(422, [{"loc": ["query", "q"], "msg": "q must not be blank",
-                                   "type": "value_error"}])
+        raise Invalid("q must not be blank", field="q", kind="value_error", location="query")
     pattern = _like(term)
     conditions: list[ColumnElement[bool]] = [col(Bib.title).ilike(pattern, escape="\\"),
                                              col(Bib.author).ilike(pattern, escape="\\")]
@@ -197,10 +196,7 @@ async def import_marc(
     try:
         records = read_marc(data)
     except NotMarc as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [{"loc": ["body", "file"], "msg": str(exc), "type": "not_marc"}],
-        ) from exc
+        raise Invalid(str(exc), field="file", kind="not_marc") from exc
     try:
         async with service.uow() as uow:
             result = await handlers.import_bibs(uow, records)

@@ -10,10 +10,9 @@ are found the same way: two receipts of one new title in a batch share one bib.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
-from weakref import WeakKeyDictionary
+from typing import Protocol, TypeVar
 
 from sqlalchemy import text
 from sqlmodel import SQLModel
@@ -27,68 +26,13 @@ from shared.contracts.cataloging import BibUpserted, ItemCataloged
 from shared.contracts.circulation import ItemStatusChanged
 from shared.contracts.logistics import SiteUpserted
 from shared.messaging.consumer import Handlers
-from shared.messaging.unit_of_work import Repository, SqlUnitOfWork, UnitOfWork
+from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
 
 log = logging.getLogger(__name__)
 
 handlers = Handlers()
 
 M = TypeVar("M", bound=SQLModel)
-
-
-# --- what a unit of work already knows ------------------------------------------------------
-
-
-class ByField(Generic[M]):
-    """Rows of one table by a unique non-key column, misses remembered.
-
-    `Repository.find` asks the database every time and forgets a miss; a batch receiving a
-    new title would ask again for every event of it. This remembers both, and the rows
-    added through it, so a batch costs one query per table.
-    """
-
-    def __init__(self, repo: Repository[M], column: str) -> None:
-        self.repo = repo
-        self.column = column
-        self.known: dict[str, M | None] = {}
-
-    async def load(self, values: Iterable[str]) -> None:
-        missing = {v for v in values if v not in self.known}
-        if missing:
-            found = await self.repo.find(self.column, missing)
-            self.known.update({v: found.get(v) for v in missing})
-
-    async def get(self, value: str) -> M | None:
-        await self.load([value])
-        return self.known[value]
-
-    def add(self, row: M) -> None:
-        self.repo.add(row)
-        value = getattr(row, self.column)
-        if value is not None:
-            self.known[value] = row
-
-
-@dataclass
-class Lookups:
-    """One unit of work's bibs by ISBN-13 and items by copy id."""
-
-    bibs: ByField[Bib]
-    items: ByField[Item]
-
-
-# Kept beside the unit of work, not on it (it has no slot for a service's own state), and
-# dropped with it: what one batch learnt never leaks into the next.
-_LOOKUPS: WeakKeyDictionary[UnitOfWork, Lookups] = WeakKeyDictionary()
-
-
-def lookups(uow: UnitOfWork) -> Lookups:
-    """The lookups of this unit of work, made on first use and dropped with it."""
-    found = _LOOKUPS.get(uow)
-    if found is None:
-        found = _LOOKUPS[uow] = Lookups(bibs=ByField(uow.repo(Bib), "isbn13"),
-                                        items=ByField(uow.repo(Item), "copy_id"))
-    return found
 
 
 # --- barcode serials --------------------------------------------------------------------------
@@ -125,15 +69,9 @@ class SequenceSerials:
         return taken
 
 
-_SERIALS: WeakKeyDictionary[SqlUnitOfWork, SequenceSerials] = WeakKeyDictionary()
-
-
 def sequence_serials(uow: SqlUnitOfWork) -> SequenceSerials:
     """The serial pool of this transaction, made on first use and dropped with it."""
-    found = _SERIALS.get(uow)
-    if found is None:
-        found = _SERIALS[uow] = SequenceSerials(uow.session)
-    return found
+    return uow.local(SequenceSerials, lambda: SequenceSerials(uow.session))
 
 
 # --- the batch's prefetch -------------------------------------------------------------------
@@ -152,12 +90,11 @@ async def load_batch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) 
     receipts = [p for _, p in events if isinstance(p, CopiesReceived)]
     new_copies = 0
     if receipts:
-        known = lookups(uow)
-        await known.bibs.load({n.value for p in receipts
-                               if (n := domain.normalize_isbn(p.isbn))})
+        await uow.repo(Bib).find("isbn13", {n.value for p in receipts
+                                            if (n := domain.normalize_isbn(p.isbn))})
         copy_ids = {c.copy_id for p in receipts for c in p.copies}
-        await known.items.load(copy_ids)
-        new_copies = sum(1 for c in copy_ids if known.items.known[c] is None)
+        catalogued = await uow.repo(Item).find("copy_id", copy_ids)
+        new_copies = len(copy_ids - catalogued.keys())
     await uow.repo(Item).load({p.barcode for _, p in events if isinstance(p, ItemStatusChanged)})
     await uow.repo(Site).load({p.code for _, p in events if isinstance(p, SiteUpserted)})
     return new_copies
@@ -181,9 +118,9 @@ async def upsert_bib(uow: UnitOfWork, data: domain.BibData, *, overwrite: bool,
     Returns the bib and whether it was created. `cataloging.bib_upserted` is emitted when
     the bib is created or overwritten.
     """
-    bibs = lookups(uow).bibs
+    bibs = uow.repo(Bib)
     isbn = domain.normalize_isbn(data.isbn)
-    bib = await bibs.get(isbn.value) if isbn is not None else None
+    bib = await bibs.get_by("isbn13", isbn.value) if isbn is not None else None
     now = utcnow()
     created = bib is None
     if bib is None:
@@ -220,11 +157,11 @@ async def receive_copies(uow: UnitOfWork, env: Envelope, data: CopiesReceived,
     title = domain.BibData(isbn=data.isbn, title=data.title, author=data.author,
                            publisher=data.publisher, year=data.year)
     bib, _ = await upsert_bib(uow, title, overwrite=False, cause=env)
-    items = lookups(uow).items
-    await items.load(c.copy_id for c in data.copies)
+    items = uow.repo(Item)
+    catalogued = await items.find("copy_id", [c.copy_id for c in data.copies])
     new_copies, seen = [], set()
     for copy in data.copies:
-        if items.known[copy.copy_id] is None and copy.copy_id not in seen:
+        if copy.copy_id not in catalogued and copy.copy_id not in seen:
             new_copies.append(copy)
             seen.add(copy.copy_id)
     skipped = len(data.copies) - len(new_copies)
@@ -300,8 +237,9 @@ async def import_bibs(uow: UnitOfWork, records: Sequence[domain.BibData | str]) 
     bib's title, author, publisher and year.
     """
     result = ImportResult()
-    await lookups(uow).bibs.load({n.value for r in records if isinstance(r, domain.BibData)
-                                  if (n := domain.normalize_isbn(r.isbn))})
+    await uow.repo(Bib).find("isbn13", {n.value for r in records
+                                        if isinstance(r, domain.BibData)
+                                        if (n := domain.normalize_isbn(r.isbn))})
     for index, record in enumerate(records):
         if isinstance(record, str):
             result.skipped.append(Skipped(index, record))

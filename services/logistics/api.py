@@ -120,16 +120,12 @@ async def post_scan(
 
     An unknown site is refused (422, `type` `unknown_site`) before anything is recorded.
     """
-    try:
-        async with service.uow() as uow:
-            report = await handlers.record_scan(
-                uow, scan_id=scan.scan_id, route_id=scan.route_id, site=scan.site,
-                kind=scan.kind, barcodes=scan.barcodes, crate_id=scan.crate_id,
-                time=scan.time, driver=principal.driver,
-            )
-    except handlers.UnknownSite as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            invalid_fields(exc.errors, "unknown_site")) from exc
+    async with service.uow() as uow:
+        report = await handlers.record_scan(
+            uow, scan_id=scan.scan_id, route_id=scan.route_id, site=scan.site,
+            kind=scan.kind, barcodes=scan.barcodes, crate_id=scan.crate_id,
+            time=scan.time, driver=principal.driver,
+        )
     return ScanOut(scan_id=report.scan_id, duplicate=report.duplicate,
                    results=[ScanResult(**r) for r in report.results])
 

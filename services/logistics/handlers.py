@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -41,44 +40,20 @@ handlers = Handlers()
 
 # --- transfers from circulation ----------------------------------------------------------
 
-#: The shipment of each transfer a unit of work has looked up, None when it has none.
-#: Shipments are found by transfer (a unique column, not the key), which the repository
-#: does not remember a miss for; this does, so a batch's new transfers cost no query
-#: after the prefetch.
-_BY_TRANSFER: WeakKeyDictionary[UnitOfWork, dict[str, Shipment | None]] = WeakKeyDictionary()
-
-
-def _known(uow: UnitOfWork) -> dict[str, Shipment | None]:
-    return _BY_TRANSFER.setdefault(uow, {})
-
-
 @handlers.before_batch
-async def prefetch(uow: SqlUnitOfWork, events: Sequence[tuple[Envelope, Event]]) -> None:
+async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) -> None:
     """Load the shipment (or its absence) of every transfer the batch mentions, in one query.
 
     Locked (in one order everywhere) so a driver's scan and a cancellation of the same
     shipment take turns instead of deciding on a stale status.
     """
-    known = _known(uow)
     ids = {p.transfer_id for _, p in events
            if isinstance(p, TransferRequested | TransferCancelled | TransferCompleted)}
-    missing = ids - known.keys()
-    if not missing:
-        return
-    rows = await uow.session.exec(
-        select(Shipment).where(col(Shipment.transfer_id).in_(missing))
-        .order_by(col(Shipment.shipment_id)).with_for_update()
-    )
-    found = {s.transfer_id: s for s in rows}
-    known.update({tid: found.get(tid) for tid in missing})
+    await uow.repo(Shipment).find("transfer_id", ids, lock=True)
 
 
 async def _shipment_of(uow: UnitOfWork, transfer_id: str) -> Shipment | None:
-    known = _known(uow)
-    if transfer_id not in known:  # not prefetched (a handler called on its own)
-        found = await uow.repo(Shipment).find("transfer_id", [transfer_id])
-        known[transfer_id] = found.get(transfer_id)
-    return known[transfer_id]
+    return await uow.repo(Shipment).get_by("transfer_id", transfer_id)
 
 
 @handlers.on(TransferRequested)
@@ -92,7 +67,6 @@ async def on_transfer_requested(uow: UnitOfWork, env: Envelope, data: TransferRe
         last_site=data.from_site, created_at=utcnow(),
     )
     uow.repo(Shipment).add(shipment)
-    _known(uow)[data.transfer_id] = shipment
     uow.emit(
         ShipmentCreated(shipment_id=shipment.shipment_id, transfer_id=data.transfer_id,
                         barcode=data.barcode, from_site=data.from_site, to_site=data.to_site),
@@ -185,7 +159,7 @@ class UnknownSite(Invalid):
     """A scan at a site the network does not have (a typo would misplace every item)."""
 
     def __init__(self, site: str) -> None:
-        super().__init__(f"unknown site {site!r}", field="site")
+        super().__init__(f"unknown site {site!r}", field="site", kind="unknown_site")
         self.site = site
 
 

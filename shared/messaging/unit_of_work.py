@@ -10,8 +10,8 @@ from __future__ import annotations
 import abc
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import String, bindparam, event, insert, inspect, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -26,6 +26,7 @@ from shared.service.settings import Settings
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=SQLModel)
+T = TypeVar("T")
 
 
 class Repository(abc.ABC, Generic[M]):
@@ -40,8 +41,18 @@ class Repository(abc.ABC, Generic[M]):
         """Load many rows by primary key in one go (a batch's prefetch); misses remembered."""
 
     @abc.abstractmethod
-    async def find(self, field: str, values: Iterable[Any]) -> dict[Any, M]:
-        """Rows whose unique `field` is one of `values`, keyed by that field."""
+    async def find(self, field: str, values: Iterable[Any], *,
+                   lock: bool = False) -> dict[Any, M]:
+        """Rows whose unique `field` is one of `values`, keyed by that field.
+
+        Hits and misses are remembered for the unit of work, rows added through `add` are
+        found too, so a batch asks the database once per table. `lock` takes the rows'
+        write locks (FOR UPDATE, in key order) where two transactions may race for them.
+        """
+
+    async def get_by(self, field: str, value: Any) -> M | None:
+        """The row whose unique `field` is `value`, or None."""
+        return (await self.find(field, [value])).get(value)
 
     @abc.abstractmethod
     def add(self, row: M) -> None:
@@ -59,6 +70,7 @@ class SqlRepository(Repository[M]):
         [pk] = inspect(model).primary_key
         self.pk = pk.key
         self._known: dict[Any, M | None] = {}
+        self._by_field: dict[str, dict[Any, M | None]] = {}
 
     async def get(self, key: Any) -> M | None:
         if key in self._known:
@@ -76,19 +88,30 @@ class SqlRepository(Repository[M]):
         self._known.update(dict.fromkeys(missing))
         self._known.update({getattr(r, self.pk): r for r in rows})
 
-    async def find(self, field: str, values: Iterable[Any]) -> dict[Any, M]:
+    async def find(self, field: str, values: Iterable[Any], *,
+                   lock: bool = False) -> dict[Any, M]:
+        known = self._by_field.setdefault(field, {})
         wanted = set(values)
-        if not wanted:
-            return {}
-        column = col(getattr(self.model, field))
-        rows = (await self.session.exec(select(self.model).where(column.in_(wanted)))).all()
-        for row in rows:
-            self._known.setdefault(getattr(row, self.pk), row)
-        return {getattr(r, field): r for r in rows}
+        missing = wanted - known.keys()
+        if missing:
+            column = col(getattr(self.model, field))
+            query = select(self.model).where(column.in_(missing))
+            if lock:
+                query = query.order_by(col(getattr(self.model, self.pk))).with_for_update()
+            rows = (await self.session.exec(query)).all()
+            known.update(dict.fromkeys(missing))
+            for row in rows:
+                known[getattr(row, field)] = row
+                self._known.setdefault(getattr(row, self.pk), row)
+        return {v: hit for v in wanted if (hit := known[v]) is not None}
 
     def add(self, row: M) -> None:
         self.session.add(row)
         self._known[getattr(row, self.pk)] = row
+        for field, known in self._by_field.items():
+            value = getattr(row, field)
+            if value is not None:
+                known[value] = row
 
     async def put(self, row: M) -> M:
         merged = await self.session.merge(row)
@@ -107,6 +130,18 @@ class UnitOfWork(abc.ABC):
         #: The service's settings, for rules that depend on the deployment (its center).
         self.settings = settings
         self.emitted: list[Envelope] = []
+        self._local: dict[type[Any], Any] = {}
+
+    def local(self, kind: type[T], make: Callable[[], T]) -> T:
+        """State a service keeps for this unit of work only (made on first use, by type).
+
+        For what a batch's prefetch prepares for its handlers beyond rows, such as a pool
+        of barcode serials reserved in one round trip.
+        """
+        found = self._local.get(kind)
+        if found is None:
+            found = self._local[kind] = make()
+        return cast(T, found)
 
     @abc.abstractmethod
     def repo(self, model: type[M]) -> Repository[M]:

@@ -46,10 +46,11 @@ def problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> 
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def invalid_fields(errors: list[tuple[str, str]], kind: str = "invalid") -> list[dict[str, Any]]:
+def invalid_fields(errors: list[tuple[str, str]], kind: str = "invalid",
+                   location: str = "body") -> list[dict[str, Any]]:
     """(dotted field, message) pairs as FastAPI-style `{loc, msg, type}` entries."""
     return [
-        {"loc": ["body", *(int(p) if p.isdigit() else p for p in field.split("."))],
+        {"loc": [location, *(int(p) if p.isdigit() else p for p in field.split(".") if p)],
          "msg": msg, "type": kind}
         for field, msg in errors
     ]
@@ -68,7 +69,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Invalid)
     async def _invalid(_: Request, exc: Invalid) -> JSONResponse:
-        return problem(422, invalid_fields(exc.errors))
+        return problem(422, invalid_fields(exc.errors, exc.kind, exc.location))
 
     @app.exception_handler(DomainError)
     async def _refused(_: Request, exc: DomainError) -> JSONResponse:

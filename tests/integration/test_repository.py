@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
+from sqlalchemy import event
 
 from services.circulation.models import Item, Site
 from services.circulation.spec import SPEC
@@ -89,3 +90,34 @@ async def test_put_inserts_then_replaces(open_uow: Opener) -> None:
     async with open_uow() as uow:
         site = await uow.repo(Site).get("S1")
         assert site is not None and (site.name, site.floating_group) == ("New", "g")
+
+
+async def test_sql_lookups_by_field_ask_the_database_once_per_value(infra: Infra) -> None:
+    """A batch's prefetch finds rows (and misses) once; handlers then ask without a query."""
+    settings = await new_env(infra)
+    engine = make_engine(settings.database_url, 2)
+    await migrate(engine, SPEC.migrations_dir, "circulation")
+    ctx = ServiceContext("circulation", outbox_tables("circulation"),
+                         make_sessionmaker(engine), settings=settings)
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with SqlUnitOfWork(ctx) as uow:
+            uow.repo(Item).add(Item(barcode="Q1", owning_branch="JX-A", status="available"))
+        async with SqlUnitOfWork(ctx) as uow:
+            items = uow.repo(Item)
+            await items.find("owning_branch", ["JX-A", "JX-NONE"], lock=True)
+            assert len(statements) == 1 and "FOR UPDATE" in statements[0]
+            assert (await items.get_by("owning_branch", "JX-A")) is not None
+            assert await items.get_by("owning_branch", "JX-NONE") is None  # miss remembered
+            items.add(Item(barcode="Q2", owning_branch="JX-NEW", status="available"))
+            added = await items.get_by("owning_branch", "JX-NEW")
+            assert added is not None and added.barcode == "Q2"  # found without asking
+            assert len(statements) == 1
+    finally:
+        await engine.dispose()
