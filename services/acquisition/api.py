@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.exc import IntegrityError
 
 from services.acquisition import domain, handlers
-from services.acquisition.domain import AcquisitionError, Conflict, InvalidInput, NotFound
 from services.acquisition.handlers import OrderDetail
 from services.acquisition.models import Fund
-from shared.auth import Principal, require
-from shared.service import ServiceDep
+from shared.errors import Conflict, NotFound
+from shared.service.app import ServiceDep, SessionDep
+from shared.service.auth import Principal, require
 
 router = APIRouter()
 
@@ -27,24 +25,6 @@ Reader = Annotated[Principal, require("acquisitions", "cataloger")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
-
-
-@asynccontextmanager
-async def rules_as_http() -> AsyncIterator[None]:
-    """Refusals of the rules become 404 / 409 / 422 (the latter naming the body field)."""
-    try:
-        yield
-    except NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from exc
-    except Conflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from exc
-    except InvalidInput as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [{"loc": ["body", *exc.field], "msg": exc.message, "type": "value_error"}],
-        ) from exc
-    except AcquisitionError as exc:  # pragma: no cover - every refusal has a kind above
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, exc.message) from exc
 
 
 # --- vendors and funds ----------------------------------------------------------------------
@@ -64,10 +44,10 @@ class VendorView(BaseModel):
              tags=["vendors"])
 async def post_vendor(body: VendorIn, service: ServiceDep, _: Staff) -> VendorView:
     try:
-        async with rules_as_http(), service.uow() as uow:
+        async with service.uow() as uow:
             await handlers.add_vendor(uow, body.vendor_id, body.name)
     except IntegrityError as exc:  # created by a concurrent request
-        raise HTTPException(409, f"vendor {body.vendor_id!r} already exists") from exc
+        raise Conflict(f"vendor {body.vendor_id!r} already exists") from exc
     return VendorView(vendor_id=body.vendor_id, name=body.name)
 
 
@@ -99,20 +79,19 @@ class FundView(BaseModel):
              tags=["funds"])
 async def post_fund(body: FundIn, service: ServiceDep, _: Staff) -> FundView:
     try:
-        async with rules_as_http(), service.uow() as uow:
+        async with service.uow() as uow:
             fund = await handlers.add_fund(uow, body.fund_code, body.name, body.budget,
                                            body.currency)
-    except IntegrityError as exc:
-        raise HTTPException(409, f"fund {body.fund_code!r} already exists") from exc
+    except IntegrityError as exc:  # created by a concurrent request
+        raise Conflict(f"fund {body.fund_code!r} already exists") from exc
     return FundView.of(fund)
 
 
 @router.get("/funds/{fund_code}", response_model=FundView, tags=["funds"])
-async def get_fund(fund_code: str, service: ServiceDep, _: Reader) -> FundView:
-    async with service.ctx.sessionmaker() as session:
-        fund = await session.get(Fund, fund_code)
+async def get_fund(fund_code: str, session: SessionDep, _: Reader) -> FundView:
+    fund = await session.get(Fund, fund_code)
     if fund is None:
-        raise HTTPException(404, f"no fund with code {fund_code!r}")
+        raise NotFound(f"no fund with code {fund_code!r}")
     return FundView.of(fund)
 
 
@@ -214,22 +193,21 @@ async def post_order(body: OrderIn, service: ServiceDep, _: Staff) -> OrderCreat
             for ln in body.lines
         ],
     )
-    async with rules_as_http(), service.uow() as uow:
+    async with service.uow() as uow:
         order = await handlers.create_order(uow, command)
     return OrderCreated(order_id=order.order_id, status=order.status)
 
 
 @router.get("/orders/{order_id}", response_model=OrderView, tags=["orders"])
-async def get_order(order_id: str, service: ServiceDep, _: Reader) -> OrderView:
-    async with rules_as_http(), service.ctx.sessionmaker() as session:
-        detail = await handlers.load_order(session, order_id)
+async def get_order(order_id: str, session: SessionDep, _: Reader) -> OrderView:
+    detail = await handlers.load_order(session, order_id)
     return OrderView.of(detail)
 
 
 @router.post("/orders/{order_id}/open", response_model=OrderView, tags=["orders"])
 async def post_open(order_id: str, service: ServiceDep, _: Staff) -> OrderView:
     """Encumber the fund with the order's total (409 past the budget) and announce it."""
-    async with rules_as_http(), service.uow() as uow:
+    async with service.uow() as uow:
         detail = await handlers.open_order(uow, order_id)
     return OrderView.of(detail)
 
@@ -253,7 +231,7 @@ class ReceiptView(BaseModel):
 async def post_receipt(order_id: str, body: ReceiptIn, service: ServiceDep,
                        _: Staff) -> ReceiptView:
     """Copies that arrived go to branches in distribution order, each share filled first."""
-    async with rules_as_http(), service.uow() as uow:
+    async with service.uow() as uow:
         copies = await handlers.receive_copies(uow, order_id, body.line_id, body.quantity)
     return ReceiptView(copies=[CopyView(copy_id=c.copy_id, owning_branch=c.owning_branch)
                                for c in copies])
@@ -267,6 +245,6 @@ class CancelIn(BaseModel):
 async def post_cancel(order_id: str, body: CancelIn, service: ServiceDep,
                       _: Staff) -> OrderView:
     """Stop a pending or open order; what was not received gives its encumbrance back."""
-    async with rules_as_http(), service.uow() as uow:
+    async with service.uow() as uow:
         detail = await handlers.cancel_order(uow, order_id, body.reason)
     return OrderView.of(detail)

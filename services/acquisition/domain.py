@@ -15,6 +15,10 @@ from typing import Literal
 
 import isbnlib
 
+from shared.errors import Conflict, Invalid, NotFound
+
+__all__ = ["Conflict", "InvalidInput", "NotFound"]
+
 OrderStatus = Literal["pending", "open", "closed", "cancelled"]
 
 #: Which statuses an order may move to from each status.
@@ -26,25 +30,15 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-class AcquisitionError(Exception):
-    """A request the rules refuse; `field` names the input at fault when there is one."""
+class InvalidInput(Invalid):
+    """The request names something that does not fit (a bad distribution, an unknown fund).
 
-    def __init__(self, message: str, field: tuple[str | int, ...] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+    `path` is the offending field as a path (`("lines", 0, "distribution")`).
+    """
 
-
-class InvalidInput(AcquisitionError):
-    """The request names something that does not fit (a bad distribution, an unknown fund)."""
-
-
-class NotFound(AcquisitionError):
-    """The order (or other record) the request is about does not exist."""
-
-
-class Conflict(AcquisitionError):
-    """Valid input that the current state refuses (over budget, wrong status, over-receipt)."""
+    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message, field=".".join(str(p) for p in path), kind="value_error")
+        self.path = path
 
 
 class OverBudget(Conflict):
@@ -221,9 +215,9 @@ def normalise_isbn(given: str) -> str:
     A number that does not check out is kept, not refused: the vendor's number is what
     the copies will carry, and cataloging reconciles it with the record it matches.
     """
-    clean = isbnlib.canonical(given)
+    clean = str(isbnlib.canonical(given))
     if isbnlib.is_isbn13(clean):
         return clean
     if isbnlib.is_isbn10(clean):
-        return isbnlib.to_isbn13(clean)
+        return str(isbnlib.to_isbn13(clean))
     return given.strip()

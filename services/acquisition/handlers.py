@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.acquisition import domain
-from services.acquisition.domain import Conflict, InvalidInput, NotFound
+from services.acquisition.domain import InvalidInput
 from services.acquisition.models import (
     Fund,
     LineDistribution,
@@ -27,21 +27,22 @@ from services.acquisition.models import (
     Site,
     Vendor,
 )
-from shared.events import (
+from shared.contracts import Envelope, Event, new_id, utcnow
+from shared.contracts.acquisition import (
     CopiesReceived,
     Distribution,
-    Envelope,
     OrderCancelled,
     OrderClosed,
     OrderLineData,
     OrderOpened,
-    Payload,
-    SiteUpserted,
-    new_id,
-    utcnow,
 )
-from shared.events import ReceivedCopy as ReceivedCopyData
-from shared.outbox import UnitOfWork
+from shared.contracts.acquisition import ReceivedCopy as ReceivedCopyData
+from shared.contracts.logistics import SiteUpserted
+from shared.errors import Conflict, NotFound
+from shared.messaging.consumer import Handlers
+from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
+
+handlers = Handlers()
 
 # --- commands -------------------------------------------------------------------------------
 
@@ -70,20 +71,20 @@ class NewOrder:
 
 
 async def add_vendor(uow: UnitOfWork, vendor_id: str, name: str) -> Vendor:
-    if await uow.session.get(Vendor, vendor_id) is not None:
-        raise Conflict(f"vendor {vendor_id!r} already exists", ("vendor_id",))
+    if await uow.repo(Vendor).get(vendor_id) is not None:
+        raise Conflict(f"vendor {vendor_id!r} already exists")
     vendor = Vendor(vendor_id=vendor_id, name=name)
-    uow.session.add(vendor)
+    uow.repo(Vendor).add(vendor)
     return vendor
 
 
 async def add_fund(uow: UnitOfWork, fund_code: str, name: str, budget: Decimal,
                    currency: str) -> Fund:
-    if await uow.session.get(Fund, fund_code) is not None:
-        raise Conflict(f"fund {fund_code!r} already exists", ("fund_code",))
+    if await uow.repo(Fund).get(fund_code) is not None:
+        raise Conflict(f"fund {fund_code!r} already exists")
     fund = Fund(fund_code=fund_code, name=name, budget=budget, currency=currency,
                 encumbered=Decimal("0"), spent=Decimal("0"))
-    uow.session.add(fund)
+    uow.repo(Fund).add(fund)
     return fund
 
 
@@ -98,7 +99,7 @@ def _apply_balance(fund: Fund, balance: domain.FundBalance) -> None:
 # --- orders ---------------------------------------------------------------------------------
 
 
-async def _check_branches(uow: UnitOfWork, order: NewOrder) -> None:
+async def _check_branches(uow: SqlUnitOfWork, order: NewOrder) -> None:
     """Branches must be known sites, once acquisition has heard of any site at all."""
     codes = {share.branch for line in order.lines for share in line.distribution}
     sites = {s.code: s for s in
@@ -115,11 +116,11 @@ async def _check_branches(uow: UnitOfWork, order: NewOrder) -> None:
                 raise InvalidInput(f"branch {share.branch!r} is not active", field)
 
 
-async def create_order(uow: UnitOfWork, order: NewOrder) -> PurchaseOrder:
+async def create_order(uow: SqlUnitOfWork, order: NewOrder) -> PurchaseOrder:
     """Record a pending order: nothing is promised from the fund until it is opened."""
-    if await uow.session.get(Vendor, order.vendor_id) is None:
+    if await uow.repo(Vendor).get(order.vendor_id) is None:
         raise InvalidInput(f"unknown vendor {order.vendor_id!r}", ("vendor_id",))
-    fund = await uow.session.get(Fund, order.fund_code)
+    fund = await uow.repo(Fund).get(order.fund_code)
     if fund is None:
         raise InvalidInput(f"unknown fund {order.fund_code!r}", ("fund_code",))
     if order.currency != fund.currency:
@@ -180,28 +181,29 @@ async def load_order(session: AsyncSession, order_id: str, *, lock: bool = False
     if order is None:
         raise NotFound(f"no order with id {order_id!r}")
     lines = list((await session.exec(
-        select(OrderLine).where(OrderLine.order_id == order_id).order_by(OrderLine.position)
+        select(OrderLine).where(OrderLine.order_id == order_id)
+        .order_by(col(OrderLine.position))
     )).all())
     distribution: dict[str, list[LineDistribution]] = {ln.line_id: [] for ln in lines}
     if lines:
         rows = (await session.exec(
             select(LineDistribution)
             .where(col(LineDistribution.line_id).in_(list(distribution)))
-            .order_by(LineDistribution.line_id, LineDistribution.position)
+            .order_by(col(LineDistribution.line_id), col(LineDistribution.position))
         )).all()
         for row in rows:
             distribution[row.line_id].append(row)
     return OrderDetail(order, lines, distribution)
 
 
-async def _locked_fund(uow: UnitOfWork, fund_code: str) -> Fund:
+async def _locked_fund(uow: SqlUnitOfWork, fund_code: str) -> Fund:
     fund = await uow.session.get(Fund, fund_code, with_for_update=True)
     if fund is None:  # orders refer to funds by foreign key; this is a broken database
         raise RuntimeError(f"fund {fund_code!r} of an order is missing")
     return fund
 
 
-async def open_order(uow: UnitOfWork, order_id: str) -> OrderDetail:
+async def open_order(uow: SqlUnitOfWork, order_id: str) -> OrderDetail:
     """Encumber the order's total on its fund and tell the network what is coming."""
     detail = await load_order(uow.session, order_id, lock=True)
     order = detail.order
@@ -210,7 +212,6 @@ async def open_order(uow: UnitOfWork, order_id: str) -> OrderDetail:
     _apply_balance(fund, balance_of(fund).encumber(detail.total))
     order.opened_at = utcnow()
     uow.emit(
-        "acquisition.order_opened", order.order_id,
         OrderOpened(
             order_id=order.order_id, vendor_id=order.vendor_id, fund_code=order.fund_code,
             currency=order.currency,
@@ -225,11 +226,12 @@ async def open_order(uow: UnitOfWork, order_id: str) -> OrderDetail:
                 for ln in detail.lines
             ],
         ),
+        subject=order.order_id,
     )
     return detail
 
 
-async def receive_copies(uow: UnitOfWork, order_id: str, line_id: str,
+async def receive_copies(uow: SqlUnitOfWork, order_id: str, line_id: str,
                          quantity: int) -> list[domain.ReceivedCopy]:
     """Record copies that arrived, give each its owning branch, and pay for them.
 
@@ -257,7 +259,6 @@ async def receive_copies(uow: UnitOfWork, order_id: str, line_id: str,
     fund = await _locked_fund(uow, order.fund_code)
     _apply_balance(fund, balance_of(fund).spend(line.unit_price * quantity))
     uow.emit(
-        "acquisition.copies_received", order.order_id,
         CopiesReceived(
             order_id=order.order_id, line_id=line_id, isbn=line.isbn, title=line.title,
             author=line.author, publisher=line.publisher, year=line.year,
@@ -265,16 +266,16 @@ async def receive_copies(uow: UnitOfWork, order_id: str, line_id: str,
                     for c in receipt.copies],
             received_at=now,
         ),
+        subject=order.order_id,
     )
     if all(ln.received >= ln.quantity for ln in detail.lines):
         order.status = domain.transition(order.status, "closed")
         order.closed_at = now
-        uow.emit("acquisition.order_closed", order.order_id,
-                 OrderClosed(order_id=order.order_id))
+        uow.emit(OrderClosed(order_id=order.order_id), subject=order.order_id)
     return receipt.copies
 
 
-async def cancel_order(uow: UnitOfWork, order_id: str, reason: str) -> OrderDetail:
+async def cancel_order(uow: SqlUnitOfWork, order_id: str, reason: str) -> OrderDetail:
     """Stop an order: copies not yet received will not come, so their encumbrance returns."""
     detail = await load_order(uow.session, order_id, lock=True)
     order = detail.order
@@ -290,10 +291,10 @@ async def cancel_order(uow: UnitOfWork, order_id: str, reason: str) -> OrderDeta
         _apply_balance(fund, balance_of(fund).release(outstanding))
         # Only an opened order was announced; a pending one never left this service.
         uow.emit(
-            "acquisition.order_cancelled", order.order_id,
             OrderCancelled(order_id=order.order_id, reason=reason,
                            line_ids=[ln.line_id for ln in detail.lines
                                      if ln.received < ln.quantity]),
+            subject=order.order_id,
         )
     return detail
 
@@ -301,17 +302,12 @@ async def cancel_order(uow: UnitOfWork, order_id: str, reason: str) -> OrderDeta
 # --- consumed events ------------------------------------------------------------------------
 
 
-async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Payload]]) -> None:
-    codes = {p.code for _, p in events if isinstance(p, SiteUpserted)}
-    if codes:
-        (await uow.session.exec(select(Site).where(col(Site.code).in_(codes)))).all()
+@handlers.before_batch
+async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) -> None:
+    await uow.repo(Site).load({p.code for _, p in events if isinstance(p, SiteUpserted)})
 
 
+@handlers.on(SiteUpserted)
 async def on_site_upserted(uow: UnitOfWork, env: Envelope, data: SiteUpserted) -> None:
-    await uow.session.merge(Site(code=data.code, name=data.name, kind=data.kind,
-                                 active=data.active))
-
-
-HANDLERS = {
-    "network.site_upserted": on_site_upserted,
-}
+    await uow.repo(Site).put(Site(code=data.code, name=data.name, kind=data.kind,
+                                  active=data.active))

@@ -8,19 +8,16 @@ from decimal import Decimal
 from sqlalchemy import Column, DateTime, Numeric
 from sqlmodel import Field, SQLModel
 
-from shared.outbox import outbox_tables
-
 SCHEMA = "acquisition"
-TABLES = outbox_tables(SCHEMA)
 
 MONEY = Numeric(14, 2)
 
 
-def _ts(nullable: bool = True) -> Column:  # type: ignore[type-arg]
+def _ts(nullable: bool = True) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 
-def _money(default: str | None = None) -> Column:  # type: ignore[type-arg]
+def _money(default: str | None = None) -> Column[Decimal]:
     return Column(MONEY, nullable=False, server_default=default)
 
 

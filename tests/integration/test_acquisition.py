@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.acquisition.app import spec
+from services.acquisition.spec import SPEC
 from tests.support import (
     Infra,
     cloud_event,
@@ -64,7 +64,7 @@ def loc_of(response: httpx.Response) -> list[list]:
 
 async def test_order_is_opened_received_in_two_parts_and_closed(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await setup_vendor_and_fund(client)
         r = await client.post("/orders", json=order_body(), headers=STAFF)
         assert r.status_code == 201, r.text
@@ -147,7 +147,7 @@ async def test_order_is_opened_received_in_two_parts_and_closed(infra: Infra) ->
 
 async def test_opening_past_the_budget_is_refused_without_an_event(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await setup_vendor_and_fund(client, budget="100.00")
         r = await client.post("/orders", json=order_body(3), headers=STAFF)
         too_big = r.json()["order_id"]
@@ -178,7 +178,7 @@ async def test_opening_past_the_budget_is_refused_without_an_event(infra: Infra)
 
 async def test_bad_input_names_the_field(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await setup_vendor_and_fund(client)
 
         r = await client.post("/orders", json=order_body(4), headers=STAFF)
@@ -233,7 +233,7 @@ async def test_bad_input_names_the_field(infra: Infra) -> None:
 
 async def test_roles(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await setup_vendor_and_fund(client)
         r = await client.post("/orders", json=order_body(), headers=token("cataloger"))
         assert r.status_code == 403
@@ -268,7 +268,7 @@ def site_upserted(code: str, active: bool = True) -> dict:
 
 async def test_branches_are_checked_once_sites_are_known(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await setup_vendor_and_fund(client)
         unknown = order_body(1, [{"branch": "JX-ZZ-99", "copies": 1}])
         r = await client.post("/orders", json=unknown, headers=STAFF)
@@ -297,7 +297,7 @@ async def test_branches_are_checked_once_sites_are_known(infra: Infra) -> None:
 
 async def test_cancelling_an_open_order_returns_what_was_not_received(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await setup_vendor_and_fund(client)
         order_id = (await client.post("/orders", json=order_body(), headers=STAFF)).json()[
             "order_id"]
@@ -320,7 +320,7 @@ async def test_cancelling_an_open_order_returns_what_was_not_received(infra: Inf
 
 async def test_concurrent_requests_never_overdraw_a_line_or_a_fund(infra: Infra) -> None:
     settings = await new_env(infra)
-    async with running_service(spec(), settings) as client:
+    async with running_service(SPEC, settings) as client:
         await setup_vendor_and_fund(client, budget="100.00")
         one_copy = order_body(2, [{"branch": "JX-HN-01", "copies": 2}])  # 77.00 each
         orders = [(await client.post("/orders", json=one_copy, headers=STAFF)).json()["order_id"]
