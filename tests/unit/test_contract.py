@@ -97,15 +97,25 @@ def test_documented_type_matches_the_registry(event_type: str) -> None:
 
 
 def _emitted_by(service: str) -> set[str]:
-    """Payload classes passed to `….emit(Class(...))` anywhere in the service's code."""
+    """Payload classes passed to `….emit(Class(...))` anywhere in the service's code.
+
+    `….emit(make(...))` counts too when `make` is a function of the service annotated to
+    return a payload class.
+    """
+    trees = [ast.parse(p.read_text(encoding="utf-8"))
+             for p in (ROOT / "services" / service).glob("*.py")]
+    makers = {node.name: node.returns.id for tree in trees for node in ast.walk(tree)
+              if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+              and isinstance(node.returns, ast.Name)}
     names: set[str] = set()
-    for path in (ROOT / "services" / service).glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for tree in trees:
+        for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr == "emit" and node.args
                     and isinstance(node.args[0], ast.Call)
                     and isinstance(node.args[0].func, ast.Name)):
-                names.add(node.args[0].func.id)
+                called = node.args[0].func.id
+                names.add(makers.get(called, called))
     return names
 
 
