@@ -90,6 +90,11 @@ class Service:
         self.ready = False
 
     def uow(self) -> SqlUnitOfWork:
+        """One transaction for one use case: `async with service.uow() as uow:` in a route.
+
+        A route commits inside its own body (not in a dependency's teardown), so a failed
+        commit is answered as an error rather than after a success was sent.
+        """
         return SqlUnitOfWork(self.ctx)
 
     async def start(self) -> None:
@@ -158,15 +163,6 @@ async def get_session(service: ServiceDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-
-
-async def get_uow(service: ServiceDep) -> AsyncIterator[SqlUnitOfWork]:
-    """One transaction for one request's use case; commits when the route returns."""
-    async with service.uow() as uow:
-        yield uow
-
-
-UnitOfWorkDep = Annotated[SqlUnitOfWork, Depends(get_uow)]
 
 
 def build_app(spec: ServiceSpec, settings: Settings | None = None,
