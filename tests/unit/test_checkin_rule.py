@@ -1,4 +1,4 @@
-"""The check-in decision of DESIGN.md (holds join in a later release)."""
+"""The check-in decision of docs/architecture.md (holds join in a later release)."""
 
 from __future__ import annotations
 
