@@ -13,9 +13,11 @@ import asyncio
 import json
 import logging
 import time
+from base64 import b64decode, b64encode
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import (
@@ -23,12 +25,15 @@ from sqlalchemy import (
     Column,
     DateTime,
     Identity,
+    Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
     bindparam,
     func,
+    insert,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -44,11 +49,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class OutboxTables:
-    """The outbox and inbox of one service's schema."""
+    """The outbox, inbox and parked records of one service's schema."""
 
     schema: str
     outbox: Table
     inbox: Table
+    parked: Table
 
 
 @cache
@@ -65,6 +71,12 @@ def outbox_tables(schema: str, metadata: MetaData | None = None) -> OutboxTables
         Column("headers", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
         Column("event_type", String, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # Set once the broker acknowledged the record; published rows are kept for the
+        # retention window so a broker that lost its data can be refilled (replay).
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index(f"ix_{schema}_outbox_unpublished", "id",
+              postgresql_where=text("published_at IS NULL")),
+        Index(f"ix_{schema}_outbox_published_at", "published_at"),
         schema=schema,
     )
     inbox = Table(
@@ -73,18 +85,91 @@ def outbox_tables(schema: str, metadata: MetaData | None = None) -> OutboxTables
         Column("source", String, primary_key=True),
         Column("id", String, primary_key=True),
         Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Index(f"ix_{schema}_inbox_received_at", "received_at"),
         schema=schema,
     )
-    return OutboxTables(schema, outbox, inbox)
+    parked = Table(
+        "parked",
+        md,
+        Column("id", BigInteger, Identity(), primary_key=True),
+        # publish: an outbox row the broker refuses for good (over the size limit);
+        # consume: a record that could be neither handled nor dead-lettered.
+        Column("stage", String, nullable=False),
+        Column("topic", String, nullable=False),
+        Column("partition", Integer, nullable=True),
+        Column("offset", BigInteger, nullable=True),
+        Column("key", LargeBinary, nullable=True),
+        Column("value", LargeBinary, nullable=True),
+        Column("headers", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+        Column("event_type", String, nullable=True),
+        Column("error_type", String, nullable=False),
+        Column("reason", String, nullable=False),
+        Column("outbox_id", BigInteger, nullable=True),
+        Column("parked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("retried_at", DateTime(timezone=True), nullable=True),
+        schema=schema,
+    )
+    return OutboxTables(schema, outbox, inbox, parked)
 
 
-def encode_headers(headers: Iterable[tuple[str, bytes | None]]) -> list[list[str | None]]:
-    """Kafka headers as JSON; latin-1 keeps arbitrary bytes intact."""
-    return [[k, None if v is None else v.decode("latin-1")] for k, v in headers]
+def encode_headers(headers: Iterable[tuple[str, bytes | None]]) -> list[dict[str, str | None]]:
+    """Kafka headers as JSON, key and value base64-encoded.
+
+    Any byte (a NUL included, which Postgres' jsonb refuses in text) survives the trip.
+    """
+    return [{"k": b64encode(k.encode("utf-8", "surrogateescape")).decode(),
+             "v": None if v is None else b64encode(v).decode()} for k, v in headers]
 
 
-def decode_headers(raw: Sequence[Sequence[str | None]]) -> list[tuple[str, bytes | None]]:
-    return [(str(k), None if v is None else v.encode("latin-1")) for k, v in raw]
+def decode_headers(raw: Sequence[Any]) -> list[tuple[str, bytes | None]]:
+    """Headers as encode_headers wrote them (or as [key, latin-1 value] pairs, the old form)."""
+    out: list[tuple[str, bytes | None]] = []
+    for item in raw:
+        if isinstance(item, dict):
+            value = item.get("v")
+            out.append((b64decode(item["k"]).decode("utf-8", "surrogateescape"),
+                        None if value is None else b64decode(value)))
+        else:
+            key, value = item
+            out.append((str(key), None if value is None else str(value).encode("latin-1")))
+    return out
+
+
+async def park(
+    ctx: ServiceContext,
+    *,
+    stage: str,
+    topic: str,
+    error_type: str,
+    reason: str,
+    partition: int | None = None,
+    offset: int | None = None,
+    key: bytes | None = None,
+    value: bytes | None = None,
+    headers: Iterable[tuple[str, bytes | None]] = (),
+    event_type: str | None = None,
+    outbox_id: int | None = None,
+    session: AsyncSession | None = None,
+) -> None:
+    """Keep a record that can never go where it should, with why; the stream moves on.
+
+    `stage` is `publish` (an outbox row the broker refuses for good) or `consume` (a record
+    that could be neither handled nor dead-lettered). Inside `session` when given (the
+    caller's transaction), else in a transaction of its own.
+    """
+    row = {"stage": stage, "topic": topic, "partition": partition, "offset": offset,
+           "key": key, "value": value, "headers": encode_headers(headers),
+           "event_type": event_type, "error_type": error_type, "reason": reason[:4000],
+           "outbox_id": outbox_id}
+    if session is not None:
+        await session.execute(insert(ctx.tables.parked), [row])
+    else:
+        async with ctx.sessionmaker() as own, own.begin():
+            await own.execute(insert(ctx.tables.parked), [row])
+    metrics.PARKED.labels(ctx.service, stage, error_type).inc()
+    log.error("record parked", extra={"stage": stage, "topic": topic, "partition": partition,
+                                      "offset": offset, "error_type": error_type,
+                                      "reason": reason[:500]})
 
 
 @dataclass

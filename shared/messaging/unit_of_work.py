@@ -25,6 +25,8 @@ from shared.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_CONTENT_TYPE_HEADERS = encode_headers([("content-type", CONTENT_TYPE.encode())])
+
 M = TypeVar("M", bound=SQLModel)
 T = TypeVar("T")
 
@@ -162,7 +164,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.ctx = ctx
         self.session: AsyncSession = ctx.sessionmaker()
         self._repos: dict[type[Any], SqlRepository[Any]] = {}
-        self._dead_letters: list[dict[str, Any]] = []
+        self._raw_rows: list[dict[str, Any]] = []
         self._queued = 0  # emitted events already written to the outbox
         # The identity map holds rows weakly; rows a batch's prefetch loaded must stay in it
         # so handlers' lookups find them instead of querying (and autoflushing) per event.
@@ -212,7 +214,7 @@ class SqlUnitOfWork(UnitOfWork):
             ("original-partition", str(partition).encode()),
             ("original-offset", str(offset).encode()),
         ]
-        self._dead_letters.append(
+        self._raw_rows.append(
             {
                 "topic": dead_letter_topic(self.ctx.service),
                 "key": key,
@@ -234,15 +236,28 @@ class SqlUnitOfWork(UnitOfWork):
                 "topic": env_topic(env),
                 "key": env.subject.encode(),
                 "value": env.to_bytes(),
-                "headers": [["content-type", CONTENT_TYPE]],
+                "headers": _CONTENT_TYPE_HEADERS,
                 "event_type": env.type,
             }
             for env in self.emitted[self._queued:]
         ]
         self._queued = len(self.emitted)
-        rows.extend(self._dead_letters)
-        self._dead_letters = []
+        rows.extend(self._raw_rows)
+        self._raw_rows = []
         return rows
+
+    def forward(self, *, topic: str, key: bytes, value: bytes, event_type: str,
+                headers: Sequence[tuple[str, bytes | None]] = ()) -> None:
+        """Queue a record exactly as given (no new envelope): an accepted ingress event.
+
+        It is published by the relay like any event of this service, so it is durable
+        from the commit on, whatever the broker is doing.
+        """
+        self._raw_rows.append({
+            "topic": topic, "key": key, "value": value, "event_type": event_type,
+            "headers": encode_headers(
+                [("content-type", CONTENT_TYPE.encode()), *headers]),
+        })
 
     async def flush_outbox(self) -> int:
         """Insert the queued events in one statement (arrays, not one row per statement)."""

@@ -39,6 +39,16 @@ BATCH_SIZE = Histogram(
     "branchline_batch_records", "Records per fetched batch", ["service"],
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
+PARKED = Counter(
+    "branchline_records_parked_total",
+    "Records parked: never publishable (stage=publish) or neither handled nor dead-lettered "
+    "(stage=consume); alert on any increase and inspect with `branchline parked list`",
+    ["service", "stage", "error_type"],
+)
+TABLE_ROWS = Gauge(
+    "branchline_table_rows", "Rows in a messaging table (outbox, inbox, parked, ...)",
+    ["service", "table"],
+)
 OUTBOX_BACKLOG = Gauge(
     "branchline_outbox_backlog", "Outbox rows not yet published", ["service"]
 )
