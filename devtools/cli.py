@@ -4,23 +4,29 @@
     branchline token --role R     a bearer token for the local signing key
     branchline network load FILE  publish a network file's sites through logistics
     branchline bench              the throughput/latency benchmark (devtools/bench/)
+    branchline replay --since T   re-publish outbox rows published at or after T
+    branchline parked list        records parked for good (never publishable / consumable)
+    branchline parked retry ID    put a parked record back into its service's outbox
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from devtools.infra import port_in_use
 from devtools.stack import DEMO_NETWORK, Stack, http, say
 from shared.contracts import SERVICES
+from shared.messaging import maintenance
 from shared.service.auth import ROLES, issue_token
 from shared.service.settings import DEFAULT_PORTS, PROJECT_ROOT, load_settings
 
@@ -82,6 +88,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             say(f"  {role:<13} {token}")
         say(f"\nLogs: {stack.log_dir}/<service>.log   Stop with Ctrl-C.")
         while not stopping["now"]:
+            try:
+                recovered = stack.supervise_broker()
+            except Exception as exc:  # noqa: BLE001 - reported, then everything stops
+                say(f"\nthe embedded broker died and could not be restarted: {exc}\n"
+                    "Stopping everything.")
+                break
+            if recovered:
+                say(f"\n{recovered}")
             for name, proc in stack.procs.items():
                 if proc.poll() is not None:
                     say(f"\n{name} exited with code {proc.returncode}; last log lines:\n"
@@ -121,6 +135,83 @@ def cmd_network_load(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: the network was refused ({status}): "
                          f"{json.dumps(result, indent=2, ensure_ascii=False)}")
     print(f"loaded {result.get('sites')} sites from {path}")
+    return 0
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO 8601 time; without a zone it is taken as this machine's local time."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from exc
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    services = args.service or list(SERVICES)
+
+    async def run() -> int:
+        failed = 0
+        for name in services:
+            try:
+                async with maintenance.open_context(name, settings) as ctx:
+                    count = await maintenance.replay(ctx, args.since)
+            except Exception as exc:  # noqa: BLE001 - reported per service, others go on
+                print(f"{name:<12} FAILED: {exc}")
+                failed += 1
+                continue
+            print(f"{name:<12} {count} rows marked for re-publishing "
+                  f"(published since {args.since.isoformat()})")
+        return 1 if failed else 0
+
+    return asyncio.run(run())
+
+
+def _cell(value: Any, width: int) -> str:
+    text = "" if value is None else str(value).replace("\n", " ")
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def cmd_parked_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    services = args.service or list(SERVICES)
+
+    async def run() -> list[tuple[str, maintenance.ParkedRecord]]:
+        out = []
+        for name in services:
+            async with maintenance.open_context(name, settings) as ctx:
+                out += [(name, rec) for rec in await maintenance.list_parked(ctx)]
+        return out
+
+    records = asyncio.run(run())
+    if not records:
+        print("no parked records")
+        return 0
+    head = (f"{'service':<12} {'id':>6} {'stage':<8} {'topic':<24} {'error_type':<16} "
+            f"{'parked_at':<20} {'retried_at':<20} reason")
+    print(head)
+    for name, rec in records:
+        print(f"{name:<12} {rec.id:>6} {rec.stage:<8} {_cell(rec.topic, 24):<24} "
+              f"{_cell(rec.error_type, 16):<16} {rec.parked_at:%Y-%m-%d %H:%M:%S}  "
+              f"{rec.retried_at.strftime('%Y-%m-%d %H:%M:%S') if rec.retried_at else '-':<20} "
+              f"{_cell(rec.reason, 80)}")
+    return 0
+
+
+def cmd_parked_retry(args: argparse.Namespace) -> int:
+    settings = load_settings()
+
+    async def run() -> int:
+        async with maintenance.open_context(args.service, settings) as ctx:
+            return await maintenance.retry_parked(ctx, args.id)
+
+    try:
+        outbox_id = asyncio.run(run())
+    except maintenance.ParkedRetryError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    print(f"parked record {args.id} of {args.service} is back in the outbox as row "
+          f"{outbox_id}")
     return 0
 
 
@@ -167,6 +258,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=int, default=10, help="length of the latency run")
     bench.add_argument("--out", default=str(PROJECT_ROOT / "devtools" / "bench" / "results"))
     bench.set_defaults(func=cmd_bench)
+
+    rep = sub.add_parser("replay", help="re-publish outbox rows published since a time")
+    rep.add_argument("--since", required=True, type=parse_time,
+                     help="ISO 8601 time (local time when it has no zone)")
+    rep.add_argument("--service", action="append", choices=SERVICES,
+                     help="one service (repeatable); default: all four")
+    rep.set_defaults(func=cmd_replay)
+
+    parked = sub.add_parser("parked", help="records parked for good: inspect and retry")
+    parked_sub = parked.add_subparsers(dest="parked_command", required=True)
+    plist = parked_sub.add_parser("list", help="a table of parked records")
+    plist.add_argument("--service", action="append", choices=SERVICES,
+                       help="one service (repeatable); default: all four")
+    plist.set_defaults(func=cmd_parked_list)
+    pretry = parked_sub.add_parser("retry", help="put a parked record back into the outbox")
+    pretry.add_argument("id", type=int)
+    pretry.add_argument("--service", required=True, choices=SERVICES)
+    pretry.set_defaults(func=cmd_parked_retry)
     return parser
 
 

@@ -5,6 +5,7 @@ Used by `branchline up`, the bench and the end-to-end tests; never by a deployed
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,11 +13,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
 from devtools.infra import EmbeddedKafka, EmbeddedPostgres, free_port, port_in_use, spawn_bound
+from shared.contracts import SERVICES, TOPICS
+from shared.messaging import maintenance
+from shared.messaging.kafka import ensure_topics
 from shared.service.auth import signing_key
 from shared.service.settings import PROJECT_ROOT, Settings
 
@@ -99,6 +104,37 @@ class Stack:
             say(f"  Kafka      {self.kafka_bootstrap}  (embedded, in memory)")
         else:
             say(f"  Kafka      {self.kafka_bootstrap}  (external, from KAFKA_BOOTSTRAP_SERVERS)")
+
+    def supervise_broker(self) -> str | None:
+        """Restart the embedded broker if it died, then refill it from the outboxes.
+
+        The embedded broker keeps everything in memory, so it comes back empty: the
+        contract's topics are created again and every service's outbox rows published
+        within the retention window are marked for re-publishing (`maintenance.replay`);
+        consumers' inboxes drop what they had already applied. Returns what was done (for
+        `branchline up` to print), or None when the broker is running (or external).
+        """
+        if self.kafka is None or self.kafka.alive():
+            return None
+        self.kafka.start()
+        counts = asyncio.run(self._refill_broker())
+        return (f"the embedded broker died and was restarted empty on {self.kafka.bootstrap}; "
+                "topics created again; outbox rows re-queued for publishing: "
+                + ", ".join(f"{name} {n}" for name, n in counts.items()))
+
+    async def _refill_broker(self) -> dict[str, int | str]:
+        settings = self.settings.model_copy(update={"database_url": self.database_url})
+        await ensure_topics(self.kafka_bootstrap, [settings.topic(t) for t in TOPICS],
+                            partitions=settings.kafka_partitions)
+        since = datetime.now(UTC) - timedelta(days=settings.outbox_retention_days)
+        counts: dict[str, int | str] = {}
+        for name in SERVICES:
+            try:
+                async with maintenance.open_context(name, settings) as ctx:
+                    counts[name] = await maintenance.replay(ctx, since)
+            except Exception as exc:  # noqa: BLE001 - reported; the other services go on
+                counts[name] = f"failed ({type(exc).__name__}: {exc})"
+        return counts
 
     def service_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)

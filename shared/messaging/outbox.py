@@ -1,10 +1,14 @@
 """The transactional outbox: its tables, and the relay that publishes it.
 
 A handler's state change, the inbox row of the event it handled and the events it causes
-commit in one transaction (see unit_of_work.py). The relay claims committed outbox rows with
-`FOR UPDATE SKIP LOCKED` (never a "last id seen" cursor: sequences commit out of order),
-publishes them without awaiting each one, waits for every acknowledgement (acks=all), and
-only then deletes them. A crash anywhere means a re-publish, never a loss.
+commit in one transaction (see unit_of_work.py). The relay of the service's leader (one per
+service, by advisory lock) claims committed, unpublished outbox rows in id order with
+`FOR UPDATE` (never a "last id seen" cursor: sequences commit out of order), publishes them
+without awaiting each one, waits for every acknowledgement (acks=all), and only then marks
+them published (`published_at`). A crash anywhere means a re-publish, never a loss.
+Published rows are kept for the retention window so a broker that lost its data can be
+refilled (`maintenance.replay`); a row the broker refuses for good is parked, never retried
+as a batch forever.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+import zlib
 from base64 import b64decode, b64encode
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +25,14 @@ from functools import cache
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -37,7 +50,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -187,98 +200,378 @@ class ServiceContext:
         return f"branchline/{self.service}"
 
 
+#: Errors that belong to one record and that no retry will change: the record is parked.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+_REFUSED_FOR_GOOD = (*_TOO_LARGE, InvalidTopicError, CorruptRecordException,
+                     UnsupportedForMessageFormatError)
+
+
+class EmptyRecord(ValueError):
+    """An outbox row with neither key nor value: Kafka clients cannot produce it."""
+
+
+def refused_for_good(exc: BaseException) -> str | None:
+    """The parked `error_type` when the producer or broker refuses this record for good.
+
+    `too_large` for a record over the producer's `max_request_size` (aiokafka raises it in
+    `send()`, before queuing) or the broker's limit; the error class name for another
+    per-record refusal; None for anything else (a broker or network outage, a timeout, a
+    closed producer, an authorization failure): the batch is then retried, not parked.
+    """
+    if isinstance(exc, _TOO_LARGE):
+        return "too_large"
+    if isinstance(exc, _REFUSED_FOR_GOOD):
+        return type(exc).__name__
+    if isinstance(exc, EmptyRecord):
+        return "empty_record"
+    return None
+
+
+def relay_lock_key(schema: str) -> int:
+    """The advisory lock one service's relays elect their leader with (per database)."""
+    return zlib.crc32(f"branchline-relay:{schema}".encode())
+
+
 class OutboxRelay:
-    """Publishes committed outbox rows in id order, then deletes them once acknowledged."""
+    """Publishes committed outbox rows in id order and marks them published once acknowledged.
+
+    One relay per service publishes at a time: the leader, holding a Postgres session
+    advisory lock (`relay_lock_key`) on a dedicated connection. The others try to take the
+    lock every `idle_poll_s`; when the leader's connection dies (its process crashed, the
+    connection was cut), Postgres releases the lock and one of them takes over. The leader
+    also runs the retention pruning (maintenance.prune) every `prune_interval_s`.
+    """
 
     def __init__(self, ctx: ServiceContext, producer: AIOKafkaProducer,
-                 batch: int = 1000, idle_poll_s: float = 0.5, topic_prefix: str = "") -> None:
+                 batch: int = 1000, idle_poll_s: float = 0.5, topic_prefix: str = "",
+                 engine: AsyncEngine | None = None) -> None:
         self.ctx = ctx
         self.topic_prefix = topic_prefix
         self.producer = producer
         self.batch = batch
         self.idle_poll_s = idle_poll_s
+        self.engine: AsyncEngine = engine if engine is not None else ctx.sessionmaker.kw["bind"]
+        self.lock_key = relay_lock_key(ctx.tables.schema)
+        #: Backend pid of the connection holding the leader lock (None: not the leader).
+        self.lock_pid: int | None = None
+        #: Rows this relay published (and parked) since it was made.
+        self.published = 0
+        self.parked = 0
+        self._lock_conn: AsyncConnection | None = None
+        self._lock_checked = 0.0
+        self._claimed = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stop_event = asyncio.Event()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._lock_conn is not None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.ctx.service}")
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stop_event.set()
         self.ctx.wake_relay.set()
         if self._task:
             try:
                 await asyncio.wait_for(self._task, timeout=10)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
+        await self._step_down()
 
     async def _run(self) -> None:
         backoff = 0.1
         last_backlog = 0.0
-        while not self._stopping:
-            try:
-                published = await self.drain_once()
-                backoff = 0.1
-                now = time.monotonic()
-                if now - last_backlog > 5:
-                    await self._update_backlog()
-                    last_backlog = now
-                if published:
+        last_prune: float | None = None
+        try:
+            while not self._stopping:
+                try:
+                    if not await self.lead():
+                        await self._pause(self.idle_poll_s)
+                        continue
+                    published = await self.drain_once()
+                    backoff = 0.1
+                    now = time.monotonic()
+                    if now - last_backlog > 5:
+                        await self._update_backlog()
+                        last_backlog = now
+                    if last_prune is None or now - last_prune >= self.ctx.settings.prune_interval_s:
+                        last_prune = now
+                        await self._prune()
+                    if published or self._claimed:
+                        continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the relay must outlive outages
+                    log.warning("outbox relay failed; retrying",
+                                extra={"error": repr(exc), "retry_in_s": backoff})
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, 5.0)
                     continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the relay must outlive outages
-                log.warning("outbox relay failed; retrying", extra={"error": repr(exc),
-                                                                   "retry_in_s": backoff})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
+                try:
+                    await asyncio.wait_for(self.ctx.wake_relay.wait(), timeout=self.idle_poll_s)
+                except TimeoutError:
+                    pass
+                self.ctx.wake_relay.clear()
+        finally:
+            await self._step_down()
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def lead(self) -> bool:
+        """True while this relay holds the leader lock; try to take it when it does not.
+
+        The holder's connection is checked at most every `idle_poll_s` (a cheap `SELECT 1`);
+        if it is gone, so is the lock, and this relay steps down.
+        """
+        conn = self._lock_conn
+        if conn is not None:
+            now = time.monotonic()
+            if now - self._lock_checked < min(self.idle_poll_s, 1.0):
+                return True
             try:
-                await asyncio.wait_for(self.ctx.wake_relay.wait(), timeout=self.idle_poll_s)
-            except TimeoutError:
+                async with asyncio.timeout(5):
+                    await conn.execute(text("SELECT 1"))
+                    await conn.commit()
+                self._lock_checked = now
+                return True
+            except Exception as exc:  # noqa: BLE001 - the lock is lost with its connection
+                log.warning("outbox relay lost its leader connection; stepping down",
+                            extra={"service": self.ctx.service, "error": repr(exc)})
+                await self._step_down()
+                return False
+        conn = await self.engine.connect()
+        try:
+            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k), pg_backend_pid()"),
+                                      {"k": self.lock_key})).one()
+            await conn.commit()
+        except BaseException:
+            await conn.invalidate()
+            raise
+        if not got[0]:
+            await conn.close()
+            return False
+        self._lock_conn = conn
+        self.lock_pid = int(got[1])
+        self._lock_checked = time.monotonic()
+        log.info("outbox relay is the leader", extra={"service": self.ctx.service,
+                                                     "pid": self.lock_pid})
+        return True
+
+    async def _step_down(self) -> None:
+        """Give the lock up: the connection is closed, not pooled, so Postgres drops it."""
+        conn, self._lock_conn, self.lock_pid = self._lock_conn, None, None
+        if conn is not None:
+            try:
+                await conn.invalidate()
+            except Exception:  # noqa: BLE001 - already dead is fine
                 pass
-            self.ctx.wake_relay.clear()
 
     async def drain_once(self) -> int:
-        """Claim, publish and delete one batch; return how many rows were published."""
-        table = self.ctx.tables.outbox
-        schema = table.schema
+        """Claim, publish and mark one window of rows; return how many were published.
+
+        A row the producer or broker refuses for good (`refused_for_good`) is parked with
+        its reason and removed from the outbox in the same transaction; the rest of the
+        window is still published, in id order.
+        """
+        schema = self.ctx.tables.schema
+        self._claimed = 0
         async with self.ctx.sessionmaker() as session, session.begin():
+            # Plain FOR UPDATE, not SKIP LOCKED: a relay that is no longer the leader but
+            # still holds a claimed window is waited for, never overtaken (per-key order).
             result = await session.execute(
                 text(
                     f'SELECT id, topic, key, value, headers, event_type FROM "{schema}".outbox '
-                    "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+                    "WHERE published_at IS NULL ORDER BY id LIMIT :n FOR UPDATE"
                 ),
                 {"n": self.batch},
             )
             rows = result.all()
             if not rows:
                 return 0
-            futures = []
+            self._claimed = len(rows)
+            sent: list[tuple[Any, asyncio.Future[Any]]] = []
+            refused: list[tuple[Any, str, BaseException]] = []
             for row in rows:
-                headers = row.headers if isinstance(row.headers, list) else json.loads(row.headers)
-                futures.append(
-                    await self.producer.send(
-                        self.topic_prefix + row.topic, value=row.value, key=row.key,
-                        headers=decode_headers(headers),
-                    )
+                try:
+                    sent.append((row, await self._send(row)))
+                except Exception as exc:
+                    error_type = refused_for_good(exc)
+                    if error_type is None:
+                        raise
+                    refused.append((row, error_type, exc))
+            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+            failed = [(row, r) for (row, _), r in zip(sent, results, strict=True)
+                      if isinstance(r, BaseException)]
+            for _, error in failed:
+                if refused_for_good(error) is None:
+                    raise error
+            # The broker refused these for good, possibly as part of a batch: each alone.
+            for row, _ in failed:
+                try:
+                    await (await self._send(row))
+                except Exception as exc:
+                    error_type = refused_for_good(exc)
+                    if error_type is None:
+                        raise
+                    refused.append((row, error_type, exc))
+            refused_ids = {row.id for row, _, _ in refused}
+            published = [row for row in rows if row.id not in refused_ids]
+            for row, error_type, cause in refused:
+                await park(self.ctx, stage="publish", topic=row.topic, error_type=error_type,
+                           reason=f"{type(cause).__name__}: {cause}", key=row.key, value=row.value,
+                           headers=decode_headers(self._headers(row)),
+                           event_type=row.event_type, outbox_id=row.id, session=session)
+            ids = bindparam("ids", type_=ARRAY(BigInteger))
+            if refused_ids:
+                await session.execute(
+                    text(f'DELETE FROM "{schema}".outbox WHERE id = ANY(:ids)').bindparams(ids),
+                    {"ids": sorted(refused_ids)},
                 )
-            await asyncio.gather(*futures)
-            await session.execute(
-                text(f'DELETE FROM "{schema}".outbox WHERE id = ANY(:ids)').bindparams(
-                    bindparam("ids", type_=ARRAY(BigInteger))
-                ),
-                {"ids": [row.id for row in rows]},
-            )
-        for row in rows:
+            if published:
+                await session.execute(
+                    text(f'UPDATE "{schema}".outbox SET published_at = now() '
+                         "WHERE id = ANY(:ids)").bindparams(ids),
+                    {"ids": [row.id for row in published]},
+                )
+        for row in published:
             metrics.child(metrics.PUBLISHED, self.ctx.service, row.event_type).inc()
-        return len(rows)
+        self.published += len(published)
+        self.parked += len(refused)
+        return len(published)
+
+    @staticmethod
+    def _headers(row: Any) -> list[Any]:
+        raw = row.headers
+        return raw if isinstance(raw, list) else list(json.loads(raw))
+
+    async def _send(self, row: Any) -> asyncio.Future[Any]:
+        if row.key is None and row.value is None:
+            raise EmptyRecord("a record needs a key or a value")
+        fut: asyncio.Future[Any] = await self.producer.send(
+            self.topic_prefix + row.topic, value=row.value, key=row.key,
+            headers=decode_headers(self._headers(row)),
+        )
+        return fut
 
     async def _update_backlog(self) -> None:
         async with self.ctx.sessionmaker() as session:
             count = (
                 await session.execute(
-                    text(f'SELECT count(*) FROM "{self.ctx.tables.schema}".outbox')
+                    text(f'SELECT count(*) FROM "{self.ctx.tables.schema}".outbox '
+                         "WHERE published_at IS NULL")
                 )
             ).scalar_one()
         metrics.OUTBOX_BACKLOG.labels(self.ctx.service).set(count)
+
+    async def _prune(self) -> None:
+        try:
+            await prune(self.ctx)
+        except Exception as exc:  # noqa: BLE001 - pruning waits for its next turn
+            log.warning("retention pruning failed", extra={"service": self.ctx.service,
+                                                          "error": repr(exc)})
+
+
+# ------------------------------------------------------------------ retention
+
+#: Rows deleted per statement while pruning (short transactions, no long locks).
+PRUNE_CHUNK = 10_000
+#: Below this many rows (by the planner's estimate) tables are counted exactly.
+EXACT_COUNT_BELOW = 100_000
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """Rows deleted by one `prune`."""
+
+    outbox: int
+    inbox: int
+    parked: int
+
+
+async def _delete_chunked(ctx: ServiceContext, sql: str, params: dict[str, Any]) -> int:
+    """Run a `DELETE ... LIMIT :n`-shaped statement until it deletes fewer than a chunk."""
+    total = 0
+    while True:
+        async with ctx.sessionmaker() as session, session.begin():
+            result: Any = await session.execute(text(sql), {**params, "n": PRUNE_CHUNK})
+            deleted = int(result.rowcount or 0)
+        total += deleted
+        if deleted < PRUNE_CHUNK:
+            return total
+
+
+async def prune(ctx: ServiceContext) -> Pruned:
+    """Delete what is past retention, then refresh the table-size metrics."""
+    s = ctx.tables.schema
+    settings = ctx.settings
+    outbox_s = settings.outbox_retention_days * DAY_S
+    inbox_s = settings.inbox_retention_days * DAY_S
+    outbox = await _delete_chunked(
+        ctx,
+        f'DELETE FROM "{s}".outbox WHERE id IN (SELECT id FROM "{s}".outbox '
+        "WHERE published_at < now() - make_interval(secs => :secs) LIMIT :n)",
+        {"secs": outbox_s},
+    )
+    inbox = await _delete_chunked(
+        ctx,
+        f'DELETE FROM "{s}".inbox WHERE ctid = ANY(ARRAY(SELECT ctid FROM "{s}".inbox '
+        "WHERE received_at < now() - make_interval(secs => :secs) LIMIT :n))",
+        {"secs": inbox_s},
+    )
+    parked = await _delete_chunked(
+        ctx,
+        f'DELETE FROM "{s}".parked WHERE id IN (SELECT id FROM "{s}".parked '
+        "WHERE retried_at < now() - make_interval(secs => :secs) LIMIT :n)",
+        {"secs": outbox_s},
+    )
+    pruned = Pruned(outbox=outbox, inbox=inbox, parked=parked)
+    if outbox or inbox or parked:
+        log.info("pruned rows past retention", extra={"service": ctx.service,
+                                                      "outbox": outbox, "inbox": inbox,
+                                                      "parked": parked})
+    await refresh_table_rows(ctx)
+    return pruned
+
+
+async def refresh_table_rows(ctx: ServiceContext) -> dict[str, int]:
+    """Set `branchline_table_rows` (and the backlog) for the messaging tables.
+
+    `outbox_unpublished` and `parked` are exact (a partial index; a small table); the
+    retained outbox and the inbox are the planner's estimate once they are large.
+    """
+    s = ctx.tables.schema
+    async with ctx.sessionmaker() as session:
+        async def scalar(sql: str, **params: Any) -> Any:
+            return (await session.execute(text(sql), params)).scalar_one_or_none()
+
+        async def estimate(table: str, exact_sql: str) -> int:
+            tuples = await scalar(
+                "SELECT c.reltuples FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t",
+                s=s, t=table)
+            if tuples is None or tuples < EXACT_COUNT_BELOW:  # -1: never analysed
+                return int(await scalar(exact_sql))
+            return int(tuples)
+
+        unpublished = int(await scalar(
+            f'SELECT count(*) FROM "{s}".outbox WHERE published_at IS NULL'))
+        outbox_total = await estimate("outbox", f'SELECT count(*) FROM "{s}".outbox')
+        counts = {
+            "outbox_unpublished": unpublished,
+            "outbox_retained": max(0, outbox_total - unpublished),
+            "inbox": await estimate("inbox", f'SELECT count(*) FROM "{s}".inbox'),
+            "parked": int(await scalar(f'SELECT count(*) FROM "{s}".parked')),
+        }
+    for table, n in counts.items():
+        metrics.TABLE_ROWS.labels(ctx.service, table).set(n)
+    metrics.OUTBOX_BACKLOG.labels(ctx.service).set(unpublished)
+    return counts

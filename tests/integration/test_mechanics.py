@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from services.circulation.models import Transfer
 from services.circulation.spec import SPEC
@@ -58,7 +58,13 @@ async def test_relay_publishes_exactly_the_committed_events(infra: Infra) -> Non
     relay = OutboxRelay(ctx, producer, topic_prefix=settings.kafka_topic_prefix)
     try:
         assert await relay.drain_once() == 2
-        assert await relay.drain_once() == 0  # published rows are gone from the outbox
+        # published rows are kept (for replay), marked published, and never claimed again
+        assert await relay.drain_once() == 0
+        async with ctx.sessionmaker() as session:
+            marked = (await session.execute(text(
+                "SELECT count(*) FROM circulation.outbox WHERE published_at IS NOT NULL"
+            ))).scalar_one()
+        assert marked == 2
     finally:
         await producer.stop()
         await engine.dispose()
