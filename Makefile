@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test unit integration e2e bench lint typecheck docs venv clean
+.PHONY: run test unit integration e2e faults bench lint typecheck docs venv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Branchline needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Set PYTHON=/path/to/python3.11")'
@@ -35,6 +35,12 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+# The fault suite at full size and the API fuzz on a longer budget (make test runs both
+# small); prints the table of counts.
+faults: $(STAMP)
+	FAULT_SCALE=full FAULTS_REPORT=faults-report.md $(BIN)/pytest -s tests/faults
+	FUZZ_EXAMPLES=100 $(BIN)/pytest tests/integration/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/branchline bench

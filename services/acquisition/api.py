@@ -98,9 +98,16 @@ async def get_fund(fund_code: str, session: SessionDep, _: Reader) -> FundView:
 # --- orders ---------------------------------------------------------------------------------
 
 
+#: Caps on an order (each a 422 naming the limit): lines per order, distribution entries
+#: per line, and any quantity or number of copies.
+MAX_ORDER_LINES = 1_000
+MAX_DISTRIBUTION = 300
+MAX_QUANTITY = 100_000
+
+
 class DistributionIn(BaseModel):
     branch: Text
-    copies: int = Field(ge=1)
+    copies: int = Field(ge=1, le=MAX_QUANTITY)
 
 
 class LineIn(BaseModel):
@@ -110,17 +117,19 @@ class LineIn(BaseModel):
     publisher: str | None = None
     year: int | None = Field(default=None, ge=1, le=9999)
     unit_price: Money
-    quantity: int = Field(ge=1)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
     distribution: list[DistributionIn] = Field(
-        min_length=1, description="Owning branches and their copies, in the order they are "
-        "filled when copies arrive; the copies must add up to `quantity`.")
+        min_length=1, max_length=MAX_DISTRIBUTION,
+        description="Owning branches and their copies, in the order they are filled when "
+        f"copies arrive; the copies must add up to `quantity`. At most {MAX_DISTRIBUTION}.")
 
 
 class OrderIn(BaseModel):
     vendor_id: Text
     fund_code: Text
     currency: Currency
-    lines: list[LineIn] = Field(min_length=1)
+    lines: list[LineIn] = Field(min_length=1, max_length=MAX_ORDER_LINES,
+                                description=f"At most {MAX_ORDER_LINES}")
 
 
 class OrderCreated(BaseModel):
@@ -214,7 +223,7 @@ async def post_open(order_id: str, service: ServiceDep, _: Staff) -> OrderView:
 
 class ReceiptIn(BaseModel):
     line_id: Text
-    quantity: int = Field(ge=1)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
 
 
 class CopyView(BaseModel):

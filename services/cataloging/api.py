@@ -17,13 +17,16 @@ from services.cataloging import domain, handlers
 from services.cataloging.marc import NotMarc, read_marc
 from services.cataloging.models import Bib, Item, Site
 from shared.errors import Conflict, Invalid, NotFound
-from shared.service.app import ServiceDep, SessionDep
+from shared.service.app import BODY_LIMIT_KEY, ServiceDep, SessionDep
 from shared.service.auth import Principal, current_principal, require
 
 router = APIRouter()
 
 #: A MARC file larger than this is refused (413) rather than read into memory.
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
+#: The upload route's own body limit (instead of HTTP_MAX_BODY_BYTES): the file plus room
+#: for the multipart framing; the body-limit middleware reads it from the route.
+MAX_IMPORT_BODY_BYTES = MAX_IMPORT_BYTES + 64 * 1024
 
 
 class BibView(BaseModel):
@@ -182,7 +185,7 @@ async def search(
 
 
 @router.post("/imports", status_code=status.HTTP_201_CREATED, response_model=ImportReport,
-             tags=["bibs"])
+             tags=["bibs"], openapi_extra={BODY_LIMIT_KEY: MAX_IMPORT_BODY_BYTES})
 async def import_marc(
     service: ServiceDep,
     _: Annotated[Principal, require("cataloger")],

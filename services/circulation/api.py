@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from services.circulation import domain
 from services.circulation.handlers import handlers
 from services.circulation.models import Item, Loan, Transfer
-from shared.contracts import BRANCH_EVENTS, CONTENT_TYPE, EVENTS, InvalidEvent, parse_obj
+from shared.contracts import BRANCH_EVENTS, EVENTS, InvalidEvent, parse_obj
 from shared.contracts.branch import BranchEvent
 from shared.errors import NotFound
 from shared.service.app import ServiceDep, SessionDep
-from shared.service.auth import Principal, current_principal, require
+from shared.service.auth import SITE_ROLES, Principal, current_principal, require
 
 router = APIRouter()
 
@@ -24,18 +24,44 @@ class Accepted(BaseModel):
     ids: list[str]
 
 
+#: Events one `POST /branch-events` may carry; more is a 422 naming the limit.
+MAX_EVENTS_PER_REQUEST = 500
+#: A branch event's `time` must fall in these years (a due date is computed from it).
+EARLIEST_YEAR, LATEST_YEAR = domain.EARLIEST_LOAN_YEAR, domain.LATEST_LOAN_YEAR
+
+
+def _subject_of(payload: BranchEvent) -> str | None:
+    """What a branch event's `subject` must be: the item's barcode (the patron for holds)."""
+    for name in ("barcode", "patron"):
+        value = getattr(payload, name, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
 @router.post("/branch-events", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted,
              tags=["branch systems"])
 async def post_branch_events(
     service: ServiceDep,
     principal: Annotated[Principal, require("branch_system", "desk")],
-    body: Annotated[Any, Body(description="One CloudEvent or a JSON array of them")],
+    body: Annotated[Any, Body(description="One CloudEvent or a JSON array of them "
+                              f"(at most {MAX_EVENTS_PER_REQUEST})")],
 ) -> Accepted:
-    """Same rules as the `branch.events` topic; accepted events join that topic in order."""
+    """Same rules as the `branch.events` topic; accepted events join that topic in order.
+
+    Accepted events are committed to circulation's outbox (one transaction for the whole
+    request) and answered 202 from there: the relay publishes them to `branch.events`
+    keyed by barcode, whether or not the broker is reachable right now.
+    """
     events = body if isinstance(body, list) else [body]
     if not events:
         raise HTTPException(422, [{"loc": ["body"], "msg": "no events given",
                                    "type": "empty"}])
+    if len(events) > MAX_EVENTS_PER_REQUEST:
+        raise HTTPException(422, [{
+            "loc": ["body"], "type": "too_many",
+            "msg": f"{len(events)} events: at most {MAX_EVENTS_PER_REQUEST} per request",
+        }])
     errors: list[dict[str, Any]] = []
     parsed = []
     for index, raw in enumerate(events):
@@ -57,6 +83,17 @@ async def post_branch_events(
                                                      if EVENTS[t].producer == "branch")),
                            "type": "unhandled_type"})
             continue
+        if not EARLIEST_YEAR <= envelope.time.year <= LATEST_YEAR:
+            errors.append({"loc": [*prefix, "time"], "type": "out_of_range",
+                           "msg": f"time: must fall in the years {EARLIEST_YEAR}.."
+                                  f"{LATEST_YEAR}"})
+            continue
+        expected = _subject_of(payload)
+        if expected is not None and envelope.subject != expected:
+            errors.append({"loc": [*prefix, "subject"], "type": "wrong_subject",
+                           "msg": f"subject: must be the event's item barcode {expected!r} "
+                                  "(the patron for hold events)"})
+            continue
         branch = payload.branch
         if not principal.may_speak_for(branch):
             raise HTTPException(
@@ -66,17 +103,10 @@ async def post_branch_events(
         parsed.append(envelope)
     if errors:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors)
-    producer = service.producer
-    if producer is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "still starting; retry shortly")
-    futures = [
-        await producer.send(
-            service.settings.topic(BRANCH_EVENTS), value=env.to_bytes(), key=env.subject.encode(),
-            headers=[("content-type", CONTENT_TYPE.encode())],
-        )
-        for env in parsed
-    ]
-    await asyncio.gather(*futures)
+    async with service.uow() as uow:
+        for env in parsed:
+            uow.forward(topic=BRANCH_EVENTS, key=env.subject.encode(), value=env.to_bytes(),
+                        event_type=env.type)
     return Accepted(accepted=len(parsed), ids=[e.id for e in parsed])
 
 
@@ -90,9 +120,17 @@ class TransferView(BaseModel):
 
 class LoanView(BaseModel):
     loan_id: str
-    patron: str
+    patron: str | None = Field(description="Shown only to desk and branch_system tokens of "
+                               "the loan's branch, and to admin; null for anyone else")
     branch: str
     due: str
+
+
+def may_see_patron(principal: Principal, branch: str) -> bool:
+    """A loan's patron is personal data: the lending branch's desk and systems, and admin."""
+    if principal.role == "admin":
+        return True
+    return principal.role in SITE_ROLES and principal.site == branch
 
 
 class ItemView(BaseModel):
@@ -110,7 +148,7 @@ class ItemView(BaseModel):
 async def get_item(
     barcode: str,
     session: SessionDep,
-    _: Annotated[Principal, Depends(current_principal)],
+    principal: Annotated[Principal, Depends(current_principal)],
 ) -> ItemView:
     item = await session.get(Item, barcode)
     if item is None:
@@ -126,6 +164,7 @@ async def get_item(
             to_site=transfer.to_site, reason=transfer.reason,
             requested_at=transfer.requested_at.isoformat(),
         ) if transfer else None,
-        loan=LoanView(loan_id=loan.loan_id, patron=loan.patron, branch=loan.branch,
-                      due=loan.due.isoformat()) if loan else None,
+        loan=LoanView(loan_id=loan.loan_id,
+                      patron=loan.patron if may_see_patron(principal, loan.branch) else None,
+                      branch=loan.branch, due=loan.due.isoformat()) if loan else None,
     )

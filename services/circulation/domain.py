@@ -90,6 +90,24 @@ def placement_of_new_item(*, site: str, owning_branch: str) -> tuple[ItemStatus,
     return "in_transit", owning_branch
 
 
+#: The years a loan may start in; a due date is computed only for these (HTTP refuses
+#: others with 422; on the topic such an event is dead-lettered as a handler error).
+EARLIEST_LOAN_YEAR, LATEST_LOAN_YEAR = 1900, 2200
+
+
+class LoanDateOutOfRange(ValueError):
+    """A check-out or renewal dated outside the years a due date is computed for."""
+
+
 def due_date(checked_out_on: date, given: date | None, days: int = DEFAULT_LOAN_DAYS) -> date:
-    """The branch's due date wins; otherwise the network's default loan period."""
+    """The branch's due date wins; otherwise the network's default loan period.
+
+    A loan starting outside `EARLIEST_LOAN_YEAR..LATEST_LOAN_YEAR` is refused (raises
+    `LoanDateOutOfRange`) rather than overflowing the date arithmetic near year 9999.
+    """
+    if not EARLIEST_LOAN_YEAR <= checked_out_on.year <= LATEST_LOAN_YEAR:
+        raise LoanDateOutOfRange(
+            f"time: a loan starting on {checked_out_on.isoformat()} is outside the years "
+            f"{EARLIEST_LOAN_YEAR}..{LATEST_LOAN_YEAR}; no due date is computed for it"
+        )
     return given or checked_out_on + timedelta(days=days)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from sqlmodel import col, select
 
 from services.logistics import domain, handlers
@@ -85,6 +85,12 @@ async def get_site(code: str, session: SessionDep, _: Staff) -> SiteView:
 # --- driver scans -------------------------------------------------------------------------
 
 
+#: Barcodes one scan may carry; more is a 422 naming the limit.
+MAX_SCAN_BARCODES = 500
+#: A scan's `time` must fall in these years.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2200
+
+
 class ScanIn(BaseModel):
     """One scan from a driver's handset: at a stop, of items (or a crate), at a moment."""
 
@@ -92,9 +98,18 @@ class ScanIn(BaseModel):
     route_id: str = Field(min_length=1)
     site: str = Field(min_length=1)
     kind: Literal["arrive", "load", "unload", "depart"]
-    barcodes: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    barcodes: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, max_length=MAX_SCAN_BARCODES,
+        description=f"At most {MAX_SCAN_BARCODES} per scan")
     crate_id: str | None = Field(default=None, min_length=1)
-    time: AwareDatetime
+    time: AwareDatetime = Field(description=f"In the years {EARLIEST_YEAR}..{LATEST_YEAR}")
+
+    @field_validator("time")
+    @classmethod
+    def _plausible_time(cls, value: datetime) -> datetime:
+        if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+            raise ValueError(f"must fall in the years {EARLIEST_YEAR}..{LATEST_YEAR}")
+        return value
 
 
 class ScanResult(BaseModel):

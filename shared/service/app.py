@@ -1,8 +1,11 @@
 """The shell every service runs in: one process = FastAPI (HTTP) + FastStream (Kafka).
 
 Start-up order: wait for Postgres, migrate this service's schema, create topics, start the
-outbox relay, then join the consumer group. `/health` checks the database and the broker;
-`/asyncapi` serves the service's AsyncAPI document; errors are problem responses.
+outbox relay, then join the consumer group. `/health` checks the database and the broker
+(readiness), `/live` only that the process answers (liveness); `/asyncapi` serves the
+service's AsyncAPI document; errors are problem responses. Every request body is bounded
+(`BodyLimit`) before anything reads it, and NUL characters in the path, query or a JSON
+body are refused (`reject_nul`) before they reach a handler or Postgres.
 """
 
 from __future__ import annotations
@@ -10,21 +13,26 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import json
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.contracts import INGRESS_TOPICS, TOPICS
 from shared.messaging.consumer import EventProcessor, Handlers, subscribe
@@ -97,18 +105,23 @@ class Service:
         """
         return SqlUnitOfWork(self.ctx)
 
+    def make_relay(self) -> OutboxRelay:
+        """This service's outbox relay over its producer (started by `start`)."""
+        assert self.producer is not None, "the producer is made in start()"
+        return OutboxRelay(self.ctx, self.producer, self.settings.relay_batch,
+                           self.settings.relay_idle_poll_s, self.settings.kafka_topic_prefix)
+
     async def start(self) -> None:
         await wait_for_database(self.engine)
         await migrate(self.engine, self.spec.migrations_dir, self.spec.name)
         await ensure_topics(self.settings.kafka_bootstrap_servers,
                             [self.settings.topic(t) for t in TOPICS],
-                            partitions=self.settings.kafka_partitions)
+                            partitions=self.settings.kafka_partitions,
+                            replication_factor=self.settings.kafka_replication_factor)
         # aiokafka clients bind to the running loop, so they are made here, not in __init__.
         self.producer = make_producer(self.settings, f"{self.spec.name}-relay")
         await self.producer.start()
-        self.relay = OutboxRelay(self.ctx, self.producer, self.settings.relay_batch,
-                                 self.settings.relay_idle_poll_s,
-                                 self.settings.kafka_topic_prefix)
+        self.relay = self.make_relay()
         self.relay.start()
         await self.broker.start()
         self.ready = True
@@ -124,6 +137,8 @@ class Service:
         await self.engine.dispose()
 
     async def health(self) -> dict[str, Any]:
+        """Each check as "ok" or "unreachable"; why is logged, never answered (no hosts,
+        users or exception text in a body anyone may read)."""
         checks: dict[str, Any] = {}
         try:
             async with asyncio.timeout(2):
@@ -131,12 +146,16 @@ class Service:
                     await conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported, not raised
-            checks["database"] = f"unreachable: {exc!r}"
+            log.warning("health: database unreachable",
+                        extra={"service": self.spec.name, "error": repr(exc)})
+            checks["database"] = "unreachable"
         try:
             ok = await self.broker.ping(timeout=2.0)
             checks["broker"] = "ok" if ok else "unreachable"
         except Exception as exc:  # noqa: BLE001
-            checks["broker"] = f"unreachable: {exc!r}"
+            log.warning("health: broker unreachable",
+                        extra={"service": self.spec.name, "error": repr(exc)})
+            checks["broker"] = "unreachable"
         checks["consumers"] = "ok" if self.ready else "starting"
         checks["status"] = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
         return checks
@@ -165,6 +184,131 @@ async def get_session(service: ServiceDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+#: A route sets `openapi_extra={BODY_LIMIT_KEY: n}` to have its own body limit (bytes)
+#: instead of `http_max_body_bytes` (the MARC upload does); it shows in the OpenAPI too.
+BODY_LIMIT_KEY = "x-max-body-bytes"
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body over its limit: 413, naming the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"request body: larger than the limit of {limit} bytes for this route "
+            f"(HTTP_MAX_BODY_BYTES, see docs/http.md#limits)",
+        )
+        self.limit = limit
+
+
+class BodyLimit:
+    """ASGI middleware: a body over its route's limit is refused before anything reads it.
+
+    A `Content-Length` over the limit is answered 413 at once (nothing is read, no token is
+    checked); a chunked body is counted as it is received and reading stops at the first
+    chunk past the limit.
+    """
+
+    def __init__(self, app: ASGIApp, default: int,
+                 overrides: Sequence[tuple[re.Pattern[str], int]] = ()) -> None:
+        self.app = app
+        self.default = default
+        self.overrides = list(overrides)
+
+    def limit_for(self, path: str) -> int:
+        for pattern, limit in self.overrides:
+            if pattern.match(path):
+                return limit
+        return self.default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.strip().isdigit() and int(value) > limit:
+                await problems.problem(413, BodyTooLarge(limit).detail)(scope, receive, send)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as exc:  # raised where no exception handler saw it
+            if started:
+                raise
+            await problems.problem(413, exc.detail)(scope, receive, send)
+
+
+def body_limit_overrides(router: APIRouter) -> list[tuple[re.Pattern[str], int]]:
+    """The routes of a service's router that declare their own body limit (`BODY_LIMIT_KEY`).
+
+    The router is included without a prefix, so each route's own path pattern applies.
+    """
+    return [(route.path_regex, int(route.openapi_extra[BODY_LIMIT_KEY]))
+            for route in router.routes
+            if isinstance(route, APIRoute) and route.openapi_extra
+            and BODY_LIMIT_KEY in route.openapi_extra]
+
+
+def _nul_paths(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
+    """Where a decoded JSON value holds a NUL character (in a string or an object key)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield (*path, key)
+            else:
+                yield from _nul_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_paths(item, (*path, index))
+
+
+async def reject_nul(request: Request) -> None:
+    """422 naming each path or query parameter, or JSON body field, holding a NUL (0x00).
+
+    Postgres cannot store NUL in text; refusing it here, once for every route, keeps it from
+    ever reaching a query as a 500.
+    """
+    locs: list[list[str | int]] = []
+    locs += [["path", name] for name, value in request.path_params.items()
+             if isinstance(value, str) and "\x00" in value]
+    locs += [["query", name] for name, value in request.query_params.multi_items()
+             if "\x00" in name or "\x00" in value]
+    content_type = request.headers.get("content-type", "")
+    if "json" in content_type:
+        raw = await request.body()
+        if b"\\u0000" in raw:
+            try:
+                locs += [["body", *p] for p in _nul_paths(json.loads(raw), ())]
+            except ValueError:
+                pass  # not JSON: the route's own validation says so
+    if locs:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
+            {"loc": loc, "msg": "must not contain a NUL character (\\u0000)",
+             "type": "nul_character"} for loc in locs
+        ])
+
+
 def build_app(spec: ServiceSpec, settings: Settings | None = None,
               configure_logging: bool = True) -> FastAPI:
     settings = settings or load_settings()
@@ -181,10 +325,15 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None,
             await service.stop()
 
     app = FastAPI(title=f"Branchline {spec.name}", description=spec.description,
-                  lifespan=lifespan)
+                  lifespan=lifespan, dependencies=[Depends(reject_nul)])
     app.state.service = service
     app.state.signing_key = signing_key(settings)
     problems.install(app)
+
+    @app.get("/live", tags=["operations"])
+    async def live() -> JSONResponse:
+        """Liveness: the process answers. No dependency is checked (that is /health)."""
+        return JSONResponse({"status": "ok"})
 
     @app.get("/health", tags=["operations"])
     async def health() -> JSONResponse:
@@ -202,6 +351,8 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None,
         return JSONResponse(service.asyncapi())
 
     app.include_router(spec.router)
+    app.add_middleware(BodyLimit, default=settings.http_max_body_bytes,
+                       overrides=body_limit_overrides(spec.router))
     return app
 
 

@@ -38,18 +38,40 @@ class Principal:
         return self.role not in SITE_ROLES or self.site == site
 
 
+#: HS256 keys shorter than this are refused (RFC 7518 §3.2: at least the hash's 256 bits).
+MIN_KEY_BYTES = 32
+
+
+class WeakSigningKey(ValueError):
+    """The signing key is too short to sign tokens with: the service refuses to start."""
+
+
+def check_key(key: str, where: str) -> str:
+    size = len(key.encode())
+    if size < MIN_KEY_BYTES:
+        raise WeakSigningKey(
+            f"the signing key from {where} is {size} bytes; at least {MIN_KEY_BYTES} are "
+            "required. Make one with: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))' and set BRANCHLINE_SIGNING_KEY to it"
+        )
+    return key
+
+
 def signing_key(settings: Settings | None = None) -> str:
-    """The env key if set, else the project's local key file (created on first use)."""
+    """The env key if set, else the project's local key file (created on first use).
+
+    Raises `WeakSigningKey` if the key is shorter than `MIN_KEY_BYTES`.
+    """
     settings = settings or load_settings()
     if settings.signing_key:
-        return settings.signing_key
+        return check_key(settings.signing_key, "BRANCHLINE_SIGNING_KEY")
     path = Path(settings.state_dir) / "signing.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    return check_key(path.read_text().strip(), str(path))
 
 
 def issue_token(role: str, *, site: str | None = None, driver: str | None = None,
@@ -70,7 +92,7 @@ def issue_token(role: str, *, site: str | None = None, driver: str | None = None
 
 
 def decode_token(token: str, key: str) -> Principal:
-    claims = jwt.decode(token, key, algorithms=[ALGORITHM])
+    claims = jwt.decode(token, key, algorithms=[ALGORITHM], options={"require": ["exp"]})
     role = claims.get("role")
     if role not in ROLES:
         raise jwt.InvalidTokenError("unknown role")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.contracts.registry import SERVICES
@@ -36,15 +36,36 @@ class Settings(BaseSettings):
     # Prepended to every topic name: lets several environments (or test runs) share one
     # cluster. Empty in production, so the names are exactly those of docs/events.md.
     kafka_topic_prefix: str = ""
+    # Replication factor of the topics a service creates at start-up: 1 suits the single
+    # embedded broker; production clusters set 3 (KAFKA_REPLICATION_FACTOR=3).
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    # Largest HTTP request body (bytes) read before 413; routes may have their own
+    # (shared/service/app.py BODY_LIMIT_OVERRIDES, e.g. the MARC upload's 20 MiB).
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     db_pool_size: int = 10
     relay_batch: int = 1000
     relay_idle_poll_s: float = 0.5
+    # Retention (see docs/reliability.md "Retention and replay"): published outbox rows are
+    # kept this long so `branchline replay` can refill a broker that lost its data; inbox
+    # keys at least as long, so a replayed event is still recognised as a duplicate.
+    outbox_retention_days: float = Field(default=7.0, gt=0)
+    inbox_retention_days: float = Field(default=14.0, gt=0)
+    # How often the leading relay prunes rows past retention and refreshes table sizes.
+    prune_interval_s: float = Field(default=300.0, gt=0)
     signing_key: str | None = Field(default=None, alias="BRANCHLINE_SIGNING_KEY")
     state_dir: Path = Field(default=PROJECT_ROOT / ".branchline", alias="BRANCHLINE_STATE_DIR")
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: int | None = None
     processing_site: str = "JX-CENTRAL"
+
+    @model_validator(mode="after")
+    def _inbox_outlives_outbox(self) -> Settings:
+        if self.inbox_retention_days < self.outbox_retention_days:
+            raise ValueError(
+                "INBOX_RETENTION_DAYS must be at least OUTBOX_RETENTION_DAYS: a replayed "
+                "event must still find its key in the inbox to be dropped as a duplicate")
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.kafka_topic_prefix}{name}"
