@@ -37,7 +37,7 @@ class FakeRepository(Repository[M]):
     async def get(self, key: Any) -> M | None:
         return self.rows.get(key)
 
-    async def load(self, keys: Iterable[Any]) -> None:
+    async def load(self, keys: Iterable[Any], *, lock: bool = False) -> None:
         return None
 
     async def find(self, field: str, values: Iterable[Any], *,

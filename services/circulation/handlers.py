@@ -38,7 +38,9 @@ async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) ->
     loan_ids: set[str] = set()
     sites = {p.branch for _, p in events if isinstance(p, BranchCheckin)}
     if barcodes:
-        await items.load(barcodes)
+        # Locked in barcode order: a replica handling another topic's event for the same
+        # item waits for this transaction instead of overwriting it (no lost update).
+        await items.load(barcodes, lock=True)
         for barcode in barcodes:
             item = await items.get(barcode)
             if item is None:

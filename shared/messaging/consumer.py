@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared.contracts import EVENTS, Envelope, Event, InvalidEvent, decode_json, parse_obj
-from shared.messaging.outbox import ServiceContext
+from shared.messaging.outbox import ServiceContext, park
 from shared.messaging.unit_of_work import SqlUnitOfWork
 from shared.service import logs, metrics
 from shared.service.settings import Settings
@@ -83,6 +83,18 @@ class Handlers:
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 
 
+def _is_unique_violation(exc: BaseException) -> bool:
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            return False
+        if getattr(current, "sqlstate", None) == "23505" or \
+                getattr(current, "pgcode", None) == "23505":
+            return True
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when the same work may succeed later, so the offset must not move past it."""
     seen: set[int] = set()
@@ -121,36 +133,66 @@ class Incoming:
     @classmethod
     def from_record(cls, record: ConsumerRecord[Any, Any],
                     handled: Container[str] | None = None,
-                    ingress: Collection[str] = ()) -> Incoming:
-        """Parse a record; a known type this service does not handle is left unvalidated.
+                    ingress: Collection[str] = (), prefix: str = "") -> Incoming:
+        """Parse a record; never raises: what can't be handled carries the reason why.
 
         Tolerant reader: a service validates (and dead-letters) only what it handles or
-        cannot recognise at all, and skips other services' events cheaply. On an ingress
-        topic (written by systems outside Branchline) nothing is skipped: a type no service
-        handles yet is dead-lettered as `unhandled_type`.
+        cannot recognise at all, and skips other services' events cheaply. Every record is
+        bound to its topic: a registered type arriving on another topic (an internal event
+        forged on the ingress topic) is `wrong_topic`. On an ingress topic (written by
+        systems outside Branchline) nothing is skipped: a type no service handles yet is
+        `unhandled_type`, and the subject must be the item's barcode (`wrong_subject`).
         """
         item = cls(record.topic, record.partition, record.offset, record.key, record.value,
                    list(record.headers or ()))
         try:
-            obj = decode_json(record.value)
-            event_type = obj.get("type")
-            if handled is not None and event_type in EVENTS and event_type not in handled:
-                if record.topic in ingress:
-                    raise InvalidEvent(f"type: no service handles {event_type!r} yet",
-                                       "unhandled_type", ["type"])
-                return item
-            item.envelope, item.payload = parse_obj(obj)
+            item._parse(handled, record.topic in ingress, record.topic.removeprefix(prefix))
         except InvalidEvent as exc:
             item.error = exc
+        except RecursionError:
+            item.error = InvalidEvent("value: JSON nested too deeply", "not_json")
+        except Exception as exc:  # noqa: BLE001 - a record must never stop the batch
+            item.error = InvalidEvent(f"value: unreadable ({type(exc).__name__}: {exc})",
+                                      "unreadable")
         return item
+
+    def _parse(self, handled: Container[str] | None, on_ingress: bool, topic: str) -> None:
+        obj = decode_json(self.value)
+        event_type = obj.get("type")
+        if not isinstance(event_type, str):
+            raise InvalidEvent("type: a string is required", "invalid_envelope", ["type"])
+        registered = EVENTS.get(event_type)
+        if registered is not None and registered.topic != topic:
+            raise InvalidEvent(f"type: {event_type!r} belongs on {registered.topic!r}, "
+                               f"not {topic!r}", "wrong_topic", ["type"])
+        if handled is not None and registered is not None and event_type not in handled:
+            if on_ingress:
+                raise InvalidEvent(f"type: no service handles {event_type!r} yet",
+                                   "unhandled_type", ["type"])
+            return
+        self.envelope, self.payload = parse_obj(obj)
+        barcode = getattr(self.payload, "barcode", None)
+        if on_ingress and barcode is not None and self.envelope.subject != barcode:
+            raise InvalidEvent(f"subject: must be the item barcode {barcode!r}, "
+                               f"not {self.envelope.subject!r}", "wrong_subject", ["subject"])
+
+    @property
+    def dead_letter_key(self) -> tuple[str, str]:
+        """The inbox key that makes a redelivered poison record dead-lettered only once."""
+        return (f"dlq:{self.topic}:{self.partition}", str(self.offset))
 
 
 class EventProcessor:
     """Applies incoming events through a service's handlers, exactly once per (source, id)."""
 
+    #: A unique violation (two replicas inserting one new row) is retried this many times:
+    #: once the other transaction committed, the retry finds the row.
+    UNIQUE_RETRIES = 3
+
     def __init__(self, ctx: ServiceContext, handlers: Handlers) -> None:
         self.ctx = ctx
         self.handlers = handlers
+        self._unique_failures = 0
 
     async def process(self, items: Sequence[Incoming]) -> None:
         """Handle a batch; raise only for transient failures (the caller retries)."""
@@ -158,9 +200,14 @@ class EventProcessor:
         try:
             async with SqlUnitOfWork(self.ctx) as uow:
                 await self._apply(uow, items)
+            self._unique_failures = 0
         except Exception as exc:
             if is_transient(exc):
                 raise
+            if _is_unique_violation(exc) and self._unique_failures < self.UNIQUE_RETRIES:
+                self._unique_failures += 1
+                raise
+            self._unique_failures = 0
             log.warning("batch failed; isolating records one by one",
                         extra={"error": repr(exc), "records": len(items)})
             for item in items:
@@ -175,24 +222,46 @@ class EventProcessor:
         except Exception as exc:
             if is_transient(exc):
                 raise
-            log.exception("handler failed; dead-lettering the record")
+            if item.error is not None:  # poison whose dead letter failed in the batch
+                error, error_type = item.error.reason, item.error.error_type
+            else:
+                log.exception("handler failed; dead-lettering the record")
+                error, error_type = f"{type(exc).__name__}: {exc}", "handler_error"
+            await self._dead_letter_alone(item, error, error_type)
+
+    async def _dead_letter_alone(self, item: Incoming, error: str, error_type: str) -> None:
+        """Dead-letter one record in its own transaction; park it if even that fails."""
+        try:
             async with SqlUnitOfWork(self.ctx) as uow:
-                uow.dead_letter(
-                    topic=item.topic, partition=item.partition, offset=item.offset,
-                    key=item.key, value=item.value, headers=item.headers,
-                    error=f"{type(exc).__name__}: {exc}", error_type="handler_error",
-                )
+                if await uow.claim_inbox([item.dead_letter_key]):
+                    uow.dead_letter(
+                        topic=item.topic, partition=item.partition, offset=item.offset,
+                        key=item.key, value=item.value, headers=item.headers,
+                        error=error, error_type=error_type,
+                    )
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            await park(self.ctx, stage="consume", topic=item.topic, partition=item.partition,
+                       offset=item.offset, key=item.key, value=item.value,
+                       headers=item.headers, error_type=error_type,
+                       reason=f"{error} (and the dead letter failed: "
+                              f"{type(exc).__name__}: {exc})")
 
     async def _apply(self, uow: SqlUnitOfWork, items: Sequence[Incoming]) -> None:
         wanted: list[Incoming] = []
-        for item in items:
-            if item.error is not None:
+        poison = [item for item in items if item.error is not None]
+        fresh_poison = await uow.claim_inbox([item.dead_letter_key for item in poison])
+        for item in poison:
+            if item.error is not None and item.dead_letter_key in fresh_poison:
                 uow.dead_letter(
                     topic=item.topic, partition=item.partition, offset=item.offset,
                     key=item.key, value=item.value, headers=item.headers,
                     error=item.error.reason, error_type=item.error.error_type,
                 )
-            elif item.envelope is not None and item.envelope.type in self.handlers:
+        for item in items:
+            if item.error is None and item.envelope is not None \
+                    and item.envelope.type in self.handlers:
                 wanted.append(item)
         if not wanted:
             return
@@ -255,6 +324,7 @@ def subscribe(
     service = processor.ctx.service
     state = {"failures": 0}
     ingress = frozenset(ingress)
+    prefix = settings.kafka_topic_prefix
 
     @broker.subscriber(
         *topics,
@@ -272,14 +342,14 @@ def subscribe(
     )
     async def on_batch(records: Any, message: KafkaMessage) -> None:
         handled = processor.handlers
-        records = message.raw_message
-        now_ms = time.time() * 1000
-        age = metrics.RECORD_AGE.labels(service)
-        for r in records:
-            if r.timestamp and r.timestamp > 0:
-                age.observe(max(0.0, (now_ms - r.timestamp) / 1000))
-        items = [Incoming.from_record(r, handled, ingress) for r in records]
         try:
+            records = message.raw_message
+            now_ms = time.time() * 1000
+            age = metrics.RECORD_AGE.labels(service)
+            for r in records:
+                if r.timestamp and r.timestamp > 0:
+                    age.observe(max(0.0, (now_ms - r.timestamp) / 1000))
+            items = [Incoming.from_record(r, handled, ingress, prefix) for r in records]
             await processor.process(items)
         except asyncio.CancelledError:
             raise

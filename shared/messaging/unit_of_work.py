@@ -39,8 +39,12 @@ class Repository(abc.ABC, Generic[M]):
         """The row with this primary key, or None."""
 
     @abc.abstractmethod
-    async def load(self, keys: Iterable[Any]) -> None:
-        """Load many rows by primary key in one go (a batch's prefetch); misses remembered."""
+    async def load(self, keys: Iterable[Any], *, lock: bool = False) -> None:
+        """Load many rows by primary key in one go (a batch's prefetch); misses remembered.
+
+        `lock` takes the rows' write locks in key order: every replica that changes an
+        aggregate loads it this way first, so two transactions on one item take turns.
+        """
 
     @abc.abstractmethod
     async def find(self, field: str, values: Iterable[Any], *,
@@ -81,12 +85,15 @@ class SqlRepository(Repository[M]):
         self._known[key] = row
         return row
 
-    async def load(self, keys: Iterable[Any]) -> None:
+    async def load(self, keys: Iterable[Any], *, lock: bool = False) -> None:
         missing = {k for k in keys if k not in self._known}
         if not missing:
             return
         column = col(getattr(self.model, self.pk))
-        rows = (await self.session.exec(select(self.model).where(column.in_(missing)))).all()
+        query = select(self.model).where(column.in_(missing))
+        if lock:
+            query = query.order_by(column).with_for_update()
+        rows = (await self.session.exec(query)).all()
         self._known.update(dict.fromkeys(missing))
         self._known.update({getattr(r, self.pk): r for r in rows})
 
