@@ -8,5 +8,6 @@ SPEC = ServiceSpec(
     name="circulation",
     handlers=handlers,
     router=router,
+    retained=(("anomaly", "at"),),
     description="Where every item is and should be: check-ins, check-outs, transfers.",
 )

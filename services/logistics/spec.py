@@ -8,5 +8,6 @@ SPEC = ServiceSpec(
     name="logistics",
     handlers=handlers,
     router=router,
+    retained=(("scan", "received_at"),),
     description="How items move: the network's sites, shipments and drivers' scans.",
 )

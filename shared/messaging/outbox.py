@@ -194,6 +194,8 @@ class ServiceContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     settings: Settings = field(default_factory=load_settings)
     wake_relay: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The service's own record tables pruned by age: (table, timestamp column).
+    retained: tuple[tuple[str, str], ...] = ()
 
     @property
     def source(self) -> str:
@@ -495,6 +497,7 @@ class Pruned:
     outbox: int
     inbox: int
     parked: int
+    records: int = 0
 
 
 async def _delete_chunked(ctx: ServiceContext, sql: str, params: dict[str, Any]) -> int:
@@ -533,11 +536,20 @@ async def prune(ctx: ServiceContext) -> Pruned:
         "WHERE retried_at < now() - make_interval(secs => :secs) LIMIT :n)",
         {"secs": outbox_s},
     )
-    pruned = Pruned(outbox=outbox, inbox=inbox, parked=parked)
-    if outbox or inbox or parked:
+    records = 0
+    for table, column in ctx.retained:
+        records += await _delete_chunked(
+            ctx,
+            f'DELETE FROM "{s}"."{table}" WHERE ctid = ANY(ARRAY(SELECT ctid FROM '
+            f'"{s}"."{table}" WHERE "{column}" < now() - make_interval(secs => :secs) '
+            "LIMIT :n))",
+            {"secs": settings.record_retention_days * DAY_S},
+        )
+    pruned = Pruned(outbox=outbox, inbox=inbox, parked=parked, records=records)
+    if outbox or inbox or parked or records:
         log.info("pruned rows past retention", extra={"service": ctx.service,
                                                       "outbox": outbox, "inbox": inbox,
-                                                      "parked": parked})
+                                                      "parked": parked, "records": records})
     await refresh_table_rows(ctx)
     return pruned
 
@@ -571,6 +583,8 @@ async def refresh_table_rows(ctx: ServiceContext) -> dict[str, int]:
             "inbox": await estimate("inbox", f'SELECT count(*) FROM "{s}".inbox'),
             "parked": int(await scalar(f'SELECT count(*) FROM "{s}".parked')),
         }
+        for table, _ in ctx.retained:
+            counts[table] = await estimate(table, f'SELECT count(*) FROM "{s}"."{table}"')
     for table, n in counts.items():
         metrics.TABLE_ROWS.labels(ctx.service, table).set(n)
     metrics.OUTBOX_BACKLOG.labels(ctx.service).set(unpublished)

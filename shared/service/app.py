@@ -59,6 +59,8 @@ class ServiceSpec:
     handlers: Handlers
     router: APIRouter
     description: str = ""
+    #: The service's own record tables pruned by age: (table, timestamp column).
+    retained: tuple[tuple[str, str], ...] = ()
     migrations_dir: Path = field(default=Path())
 
     def __post_init__(self) -> None:
@@ -86,7 +88,8 @@ class Service:
         self.engine: AsyncEngine = make_engine(settings.db_url_for(spec.name),
                                                settings.db_pool_size)
         self.ctx = ServiceContext(spec.name, outbox_tables(spec.name),
-                                  make_sessionmaker(self.engine), settings=settings)
+                                  make_sessionmaker(self.engine), settings=settings,
+                                  retained=spec.retained)
         self.processor = EventProcessor(self.ctx, spec.handlers)
         self.broker: KafkaBroker = make_broker(settings, spec.name)
         if spec.consumes:

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # keys at least as long, so a replayed event is still recognised as a duplicate.
     outbox_retention_days: float = Field(default=7.0, gt=0)
     inbox_retention_days: float = Field(default=14.0, gt=0)
+    # Services' own record tables (circulation's anomalies, logistics' scans) are pruned
+    # after this long: staff review anomalies well within it; a scan re-sent later than
+    # this is treated as new.
+    record_retention_days: float = Field(default=90.0, gt=0)
     # How often the leading relay prunes rows past retention and refreshes table sizes.
     prune_interval_s: float = Field(default=300.0, gt=0)
     signing_key: str | None = Field(default=None, alias="BRANCHLINE_SIGNING_KEY")
