@@ -76,10 +76,20 @@ async def on_transfer_requested(uow: UnitOfWork, env: Envelope, data: TransferRe
 
 @handlers.on(TransferCancelled)
 async def on_transfer_cancelled(uow: UnitOfWork, env: Envelope, data: TransferCancelled) -> None:
-    """Stop the shipment of a cancelled transfer unless the item was already delivered."""
+    """Stop the shipment of a cancelled transfer unless the item was already delivered.
+
+    A cancellation that arrives before its request (a replay after a broker loss can
+    re-publish the request after a newer cancellation) leaves a cancelled shipment, so the
+    late request ships nothing.
+    """
     shipment = await _shipment_of(uow, data.transfer_id)
     if shipment is None:
-        log.info("cancelled transfer has no shipment", extra={"transfer_id": data.transfer_id})
+        log.info("cancelled transfer has no shipment yet; recording the cancellation",
+                 extra={"transfer_id": data.transfer_id})
+        uow.repo(Shipment).add(Shipment(
+            shipment_id=new_id(), transfer_id=data.transfer_id, barcode=data.barcode,
+            from_site="", to_site="", status="cancelled", last_site="",
+            created_at=utcnow(), cancelled_at=env.time))
         return
     if not domain.can_cancel(shipment.status):
         return

@@ -37,6 +37,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from shared.contracts import SERVICES, TOPICS
+from shared.messaging import maintenance
+from shared.messaging.kafka import ensure_topics
 from tests.faults.cluster import Cluster
 from tests.support import (
     SIGNING_KEY,
@@ -307,6 +310,27 @@ def _restart_postgres(cluster: Cluster) -> Callable[[], Awaitable[None]]:
     return fault
 
 
+def _lose_broker(cluster: Cluster) -> Callable[[], Awaitable[None]]:
+    """SIGKILL the memory-only broker and start it again empty on the same port, then do
+    what `branchline up` does: create the topics and replay every outbox's retention."""
+
+    async def fault() -> None:
+        await asyncio.sleep(0.3)
+        pid = cluster.kafka.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(cluster.kafka.start)
+        settings = cluster.settings
+        await ensure_topics(cluster.kafka.bootstrap, [settings.topic(t) for t in TOPICS])
+        since = datetime.now(UTC) - timedelta(days=settings.outbox_retention_days)
+        for service in SERVICES:
+            async with maintenance.open_context(service, settings) as ctx:
+                await maintenance.replay(ctx, since)
+
+    return fault
+
+
 FAULTS: dict[str, Callable[[Cluster], Callable[[], Awaitable[None]] | None]] = {
     "none (duplicates, shuffle, poison)": lambda c: None,
     "SIGKILL circulation replica": lambda c: _kill_and_restart(c, "circulation-1"),
@@ -315,6 +339,7 @@ FAULTS: dict[str, Callable[[Cluster], Callable[[], Awaitable[None]] | None]] = {
     "SIGKILL acquisition": lambda c: _kill_and_restart(c, "acquisition-1"),
     f"broker SIGSTOP {FREEZE_S} s": _freeze_broker,
     "Postgres restarted": _restart_postgres,
+    "broker killed, restarted empty, replayed": _lose_broker,
 }
 
 

@@ -212,3 +212,19 @@ def test_an_invalid_network_is_a_domain_invalid_naming_each_path() -> None:
     with pytest.raises(domain.InvalidNetwork) as empty:
         domain.validate_network({"sites": []})
     assert empty.value.errors == [("sites", "must be a non-empty list of sites")]
+
+
+async def test_a_cancellation_before_its_request_ships_nothing() -> None:
+    """Replayed after a broker loss, a request can arrive after its own cancellation."""
+    uow = FakeUnitOfWork("logistics")
+    cancelled = TransferCancelled(transfer_id="T-late", barcode="B-late", reason="checked out")
+    await handlers.on_transfer_cancelled(
+        uow, make_event(cancelled, subject="B-late", source="branchline/circulation"), cancelled)
+    requested = TransferRequested(transfer_id="T-late", barcode="B-late", from_site="JX-PH-01",
+                                  to_site="JX-HN-01", reason="return_home",
+                                  requested_at=datetime(2026, 11, 22, tzinfo=UTC))
+    await handlers.on_transfer_requested(
+        uow, make_event(requested, subject="B-late", source="branchline/circulation"), requested)
+    [shipment] = uow.repo(Shipment).rows.values()
+    assert shipment.status == "cancelled"
+    assert uow.emitted == []  # nothing to drive, nothing announced
