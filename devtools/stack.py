@@ -116,11 +116,22 @@ class Stack:
         """
         if self.kafka is None or self.kafka.alive():
             return None
+        # Order matters: no relay may publish to the new broker before the replay marked
+        # the older rows, or one item's events would reach it out of order. So the
+        # services stop, the broker starts empty, the outboxes are re-queued, and the
+        # services start again (their consumer positions belonged to the lost broker).
+        stopped = [name for name, proc in self.procs.items() if proc.poll() is None]
+        for name in stopped:
+            self.procs[name].terminate()
+        for name in stopped:
+            self.procs[name].wait()
         self.kafka.start()
         counts = asyncio.run(self._refill_broker())
+        for name in list(self.procs):
+            self.start_service(name)
         return (f"the embedded broker died and was restarted empty on {self.kafka.bootstrap}; "
-                "topics created again; outbox rows re-queued for publishing: "
-                + ", ".join(f"{name} {n}" for name, n in counts.items()))
+                "topics created again; services restarted; outbox rows re-queued for "
+                "publishing: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
     async def _refill_broker(self) -> dict[str, int | str]:
         settings = self.settings.model_copy(update={"database_url": self.database_url})

@@ -116,8 +116,9 @@ async def _check_branches(uow: SqlUnitOfWork, order: NewOrder) -> None:
                 raise InvalidInput(f"branch {share.branch!r} is not active", field)
 
 
-async def create_order(uow: SqlUnitOfWork, order: NewOrder) -> PurchaseOrder:
-    """Record a pending order: nothing is promised from the fund until it is opened."""
+async def check_order(uow: UnitOfWork, order: NewOrder) -> None:
+    """Refuse an order naming an unknown vendor or fund, another currency than the fund's,
+    or a line whose distribution does not add up (each a 422 naming the field)."""
     if await uow.repo(Vendor).get(order.vendor_id) is None:
         raise InvalidInput(f"unknown vendor {order.vendor_id!r}", ("vendor_id",))
     fund = await uow.repo(Fund).get(order.fund_code)
@@ -133,6 +134,11 @@ async def create_order(uow: SqlUnitOfWork, order: NewOrder) -> PurchaseOrder:
             domain.check_distribution(line.quantity, line.distribution)
         except InvalidInput as exc:
             raise InvalidInput(exc.message, ("lines", i, "distribution")) from exc
+
+
+async def create_order(uow: SqlUnitOfWork, order: NewOrder) -> PurchaseOrder:
+    """Record a pending order: nothing is promised from the fund until it is opened."""
+    await check_order(uow, order)
     await _check_branches(uow, order)
 
     po = PurchaseOrder(order_id=new_id(), vendor_id=order.vendor_id,

@@ -10,7 +10,9 @@ are never committed past them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Container, Sequence
@@ -178,8 +180,19 @@ class Incoming:
 
     @property
     def dead_letter_key(self) -> tuple[str, str]:
-        """The inbox key that makes a redelivered poison record dead-lettered only once."""
-        return (f"dlq:{self.topic}:{self.partition}", str(self.offset))
+        """The inbox key that makes a redelivered poison record dead-lettered only once.
+
+        Its place (topic, partition, offset) and a digest of its value: a broker restarted
+        empty hands out the same offsets again, and a new poison record there is not the
+        one already dead-lettered.
+        """
+        digest = hashlib.sha256(self.value or b"").hexdigest()[:16]
+        return (f"dlq:{self.topic}:{self.partition}", f"{self.offset}:{digest}")
+
+
+def _storable(text: str) -> str:
+    """Text Postgres can keep: no NUL, no lone surrogate (both come from a record's data)."""
+    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 class EventProcessor:
@@ -242,11 +255,26 @@ class EventProcessor:
         except Exception as exc:
             if is_transient(exc):
                 raise
-            await park(self.ctx, stage="consume", topic=item.topic, partition=item.partition,
-                       offset=item.offset, key=item.key, value=item.value,
-                       headers=item.headers, error_type=error_type,
-                       reason=f"{error} (and the dead letter failed: "
-                              f"{type(exc).__name__}: {exc})")
+            reason = _storable(f"{error} (and the dead letter failed: "
+                               f"{type(exc).__name__}: {exc})")
+            try:
+                await park(self.ctx, stage="consume", topic=item.topic,
+                           partition=item.partition, offset=item.offset, key=item.key,
+                           value=item.value, headers=item.headers, error_type=error_type,
+                           reason=reason)
+            except Exception as park_exc:
+                if is_transient(park_exc):
+                    raise
+                # Nowhere left to keep it: log the record whole rather than wedge the stream
+                # on a failure no retry will change.
+                log.critical(
+                    "record could be neither dead-lettered nor parked; skipped",
+                    extra={"topic": item.topic, "partition": item.partition,
+                           "offset": item.offset, "error_type": error_type, "reason": reason,
+                           "park_error": repr(park_exc),
+                           "key_b64": base64.b64encode(item.key or b"").decode(),
+                           "value_b64": base64.b64encode(item.value or b"").decode()},
+                )
 
     async def _apply(self, uow: SqlUnitOfWork, items: Sequence[Incoming]) -> None:
         wanted: list[Incoming] = []

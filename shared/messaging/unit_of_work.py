@@ -215,8 +215,9 @@ class SqlUnitOfWork(UnitOfWork):
     ) -> None:
         """Send the original record, unchanged, to dlq.<service> with the reason headers."""
         extra = [
-            ("error", error[:2000].encode()),
-            ("error-type", error_type.encode()),
+            # A reason may quote a record's text (a lone surrogate is not UTF-8): escape it.
+            ("error", error[:2000].encode("utf-8", "backslashreplace")),
+            ("error-type", error_type.encode("utf-8", "backslashreplace")),
             ("original-topic", topic.encode()),
             ("original-partition", str(partition).encode()),
             ("original-offset", str(offset).encode()),

@@ -154,9 +154,12 @@ async def _poison(cluster: Cluster, tag: str) -> dict[bytes, str]:
 
 async def _post(client: httpx.AsyncClient, cluster: Cluster, chunk: list[dict[str, Any]],
                 turn: int) -> bool:
-    """POST one chunk to a circulation replica, the other one if that fails; True if 202."""
+    """POST one chunk to a circulation replica, the other one if that fails; True if 202.
+
+    A branch system keeps trying (here up to about a minute) while both replicas are down.
+    """
     replicas = ["circulation-1", "circulation-2"]
-    for attempt in range(6):
+    for attempt in range(120):
         name = replicas[(turn + attempt) % 2]
         try:
             r = await client.post(cluster.url(name) + "/branch-events", json=chunk,
@@ -218,7 +221,27 @@ async def _check(cluster: Cluster, name: str, sent: Sent) -> None:
         cancelled = await _one(
             dsn, "SELECT count(*) FROM logistics.shipment WHERE barcode LIKE $1 "
                  "AND status = 'cancelled'", tag_like)
-        return shipped >= total and cancelled >= len(sent.checked_out)
+        transfers = await _one(
+            dsn, "SELECT count(*) FROM circulation.transfer WHERE barcode LIKE $1", tag_like)
+        if shipped >= total and cancelled >= len(sent.checked_out):
+            return True
+        conn = await asyncpg.connect(dsn)
+        try:
+            stuck = await conn.fetch(
+                "SELECT s.barcode, s.transfer_id, t.status FROM logistics.shipment s JOIN "
+                "circulation.transfer t USING (transfer_id) WHERE s.barcode LIKE $1 AND "
+                "s.status <> 'cancelled' AND t.status = 'cancelled' LIMIT 3", tag_like)
+            story = []
+            for row in stuck:
+                rows = await conn.fetch(
+                    "SELECT id, event_type, published_at IS NOT NULL AS published FROM "
+                    "circulation.outbox WHERE key = $1 ORDER BY id", row[0].encode())
+                story.append((row[0], [tuple(r) for r in rows]))
+        finally:
+            await conn.close()
+        raise AssertionError(
+            f"transfers {transfers}/{total}, shipments {shipped}/{total}, "
+            f"cancelled {cancelled}/{len(sent.checked_out)}; stuck: {story}")
 
     await eventually(settled, timeout=180, what=f"{name}: every shipment made or cancelled")
     await asyncio.sleep(2)  # let any redelivery show itself
@@ -313,7 +336,8 @@ def _restart_postgres(cluster: Cluster) -> Callable[[], Awaitable[None]]:
 
 def _lose_broker(cluster: Cluster) -> Callable[[], Awaitable[None]]:
     """SIGKILL the memory-only broker and start it again empty on the same port, then do
-    what `branchline up` does: create the topics and replay every outbox's retention."""
+    what `branchline up` does: create the topics, restart the services (their consumer
+    positions belonged to the lost broker) and replay every outbox's retention."""
 
     async def fault() -> None:
         await asyncio.sleep(0.3)
@@ -321,6 +345,12 @@ def _lose_broker(cluster: Cluster) -> Callable[[], Awaitable[None]]:
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         await asyncio.sleep(1.0)
+        # As the local stack's supervisor does: services stop, the broker starts empty, the
+        # outboxes are re-queued, the services start again (see devtools/stack.py).
+        for proc in cluster.procs.values():
+            proc.terminate()
+        for proc in cluster.procs.values():
+            await asyncio.to_thread(proc.wait)
         await asyncio.to_thread(cluster.kafka.start)
         settings = cluster.settings
         await ensure_topics(cluster.kafka.bootstrap, [settings.topic(t) for t in TOPICS])
@@ -328,6 +358,9 @@ def _lose_broker(cluster: Cluster) -> Callable[[], Awaitable[None]]:
         for service in SERVICES:
             async with maintenance.open_context(service, settings) as ctx:
                 await maintenance.replay(ctx, since)
+        for name in list(cluster.procs):
+            cluster.start(name)
+        await asyncio.to_thread(cluster.wait_healthy)
 
     return fault
 

@@ -10,12 +10,15 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
-from services.circulation.models import Item
+from services.circulation.models import Item, Loan, Transfer
 from services.circulation.spec import SPEC
-from shared.messaging.consumer import EventProcessor, Incoming
-from shared.messaging.unit_of_work import SqlUnitOfWork
+from shared.contracts import Envelope, Event
+from shared.messaging.consumer import EventProcessor, Handlers, Incoming, _is_unique_violation
+from shared.messaging.outbox import ServiceContext
+from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
 from tests.support import (
     Infra,
     branch_event,
@@ -117,7 +120,8 @@ async def test_a_record_that_cannot_be_dead_lettered_is_parked(
         processor = EventProcessor(service.ctx, SPEC.handlers)
 
         def refuse(*_: object, **__: object) -> None:
-            raise ValueError("this dead letter can never be written")
+            # The NUL (which Postgres text refuses) ends up in the parked reason.
+            raise ValueError("this dead letter can never be written \x00")
 
         monkeypatch.setattr(SqlUnitOfWork, "dead_letter", refuse)
         record = Incoming.from_record(_Record("branch.events", 1, 9, b"K9", b"{not json"))
@@ -165,3 +169,171 @@ async def test_two_replicas_changing_one_item_take_turns(infra: Infra) -> None:
         _, seen = await asyncio.gather(first(), second())
         assert order == ["first committed", "second read"]
         assert seen == "on_loan"  # applied on top of the first, not on a stale copy
+
+
+async def test_a_poison_record_at_a_reused_offset_is_dead_lettered_again(infra: Infra) -> None:
+    # A broker restarted empty hands out offsets again: a different record at an offset
+    # already dead-lettered is new poison, not a redelivery.
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        processor = EventProcessor(client.service.ctx, SPEC.handlers)
+        first = Incoming.from_record(_Record("branch.events", 2, 3, b"R1", b"{not json"))
+        second = Incoming.from_record(_Record("branch.events", 2, 3, b"R2", b"[1, 2"))
+        await processor.process([first])
+        await processor.process([second])
+        await processor.process([first])  # and the first one again: still once
+        dlq = await read_topic(settings, "dlq.circulation", at_least=2, settle=1.5)
+        assert sorted(r.key for r in dlq) == [b"R1", b"R2"]
+
+
+async def test_a_reason_quoting_text_that_is_not_utf8_is_still_dead_lettered(
+    infra: Infra,
+) -> None:
+    # `data.branch` with a lone surrogate (valid JSON) ends up in the invalid_source
+    # reason, which used to fail the dead letter and the parking alike: a wedge.
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        processor = EventProcessor(client.service.ctx, SPEC.handlers)
+        event = branch_event("branch.checkin", "JX-B", "S1")
+        event["data"]["branch"] = "JX-\ud800"
+        event["source"] = "branch/JX-B"
+        record = Incoming.from_record(_Record("branch.events", 0, 1, b"S1",
+                                              json.dumps(event).encode()))
+        assert record.error is not None and record.error.error_type == "invalid_source"
+        await processor.process([record])
+        [dead] = await read_topic(settings, "dlq.circulation", at_least=1, settle=1.0)
+        headers = dict(dead.headers)
+        assert headers["error-type"] == b"invalid_source" and b"\\ud800" in headers["error"]
+
+
+def _incoming(topic: str, offset: int, event: dict[str, Any]) -> Incoming:
+    item = Incoming.from_record(_Record(topic, 0, offset, event["subject"].encode(),
+                                        json.dumps(event).encode()))
+    assert item.error is None, item.error
+    return item
+
+
+async def _waiting_for_a_lock(ctx: ServiceContext) -> int:
+    async with ctx.sessionmaker() as session:
+        waiting = await session.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"))
+    return int(waiting or 0)
+
+
+@pytest.mark.parametrize("first", ["delivery", "checkout"])
+async def test_two_replicas_handling_one_item_from_two_topics_take_turns(
+    infra: Infra, first: str,
+) -> None:
+    """A delivery (logistics.shipments) and a check-out (branch.events) of one item, handled
+    at once by two replicas' processors: the second waits for the first's row lock and
+    applies on top of its result, whichever goes first."""
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        ctx = client.service.ctx
+        setup = EventProcessor(ctx, SPEC.handlers)
+        await setup.process([_incoming("cataloging.items", 0,
+                                       item_cataloged("C1", "JX-B", site="JX-A"))])
+        async with ctx.sessionmaker() as session:
+            item = await session.get(Item, "C1")
+            assert item is not None and item.status == "in_transit" and item.open_transfer_id
+            transfer_id = item.open_transfer_id
+        delivery = _incoming("logistics.shipments", 1, cloud_event(
+            "logistics.shipment_delivered", "C1",
+            {"shipment_id": "SH1", "transfer_id": transfer_id, "barcode": "C1",
+             "site": "JX-B"}, source="branchline/logistics"))
+        checkout = _incoming("branch.events", 1, branch_event(
+            "branch.checkout", "JX-B", "C1", patron="P1"))
+
+        # Replica one stops inside its transaction right after its batch prefetch.
+        prefetched, go_on = asyncio.Event(), asyncio.Event()
+        original = SPEC.handlers.prefetch
+        assert original is not None
+
+        async def prefetch_then_wait(uow: UnitOfWork,
+                                     events: Any) -> None:
+            await original(uow, events)
+            prefetched.set()
+            await go_on.wait()
+
+        paused = Handlers()
+        paused.by_type = SPEC.handlers.by_type
+        paused.prefetch = prefetch_then_wait
+        one, two = EventProcessor(ctx, paused), EventProcessor(ctx, SPEC.handlers)
+        a, b = (delivery, checkout) if first == "delivery" else (checkout, delivery)
+        task_one = asyncio.create_task(one.process([a]))
+        await prefetched.wait()
+        task_two = asyncio.create_task(two.process([b]))
+        # Replica two either waits for the item's lock (the fix) or runs through on a copy
+        # replica one is about to overwrite (the lost update).
+        await eventually(lambda: _done_or_waiting(task_two, ctx), timeout=10,
+                         what="replica two blocked on the item or done")
+        go_on.set()
+        await asyncio.gather(task_one, task_two)
+
+        async with ctx.sessionmaker() as session:
+            item = await session.get(Item, "C1")
+            transfer = await session.get(Transfer, transfer_id)
+            loans = (await session.execute(select(Loan).where(Loan.barcode == "C1"))).scalars()
+            closures = await session.scalar(
+                select(func.count()).select_from(ctx.tables.outbox).where(
+                    ctx.tables.outbox.c.event_type.in_(
+                        ["circulation.transfer_completed", "circulation.transfer_cancelled"])))
+            [loan] = list(loans)
+        assert item is not None and transfer is not None
+        assert (item.status, item.site, item.loan_id) == ("on_loan", "JX-B", loan.loan_id)
+        assert loan.returned_at is None and item.open_transfer_id is None
+        assert transfer.status == ("completed" if first == "delivery" else "cancelled")
+        assert closures == 1  # the transfer was closed once, by whichever came first
+
+
+async def _done_or_waiting(task: asyncio.Task[None], ctx: ServiceContext) -> bool:
+    return task.done() or await _waiting_for_a_lock(ctx) > 0
+
+
+async def test_two_replicas_inserting_one_new_item_retry_the_batch(infra: Infra) -> None:
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        ctx = client.service.ctx
+        processor = EventProcessor(ctx, SPEC.handlers)
+        checkin = _incoming("branch.events", 5, branch_event("branch.checkin", "JX-B", "N1"))
+        async with ctx.sessionmaker() as other, other.begin():
+            # Another replica has just inserted the same unknown barcode, not committed yet.
+            other.add(Item(barcode="N1", site="JX-C", status="available"))
+            await other.flush()
+            task = asyncio.create_task(processor.process([checkin]))
+            await eventually(lambda: _done_or_waiting(task, ctx), timeout=10,
+                             what="the insert waiting on the other replica's row")
+        # The other replica committed: this batch hit the unique index. It is retried as a
+        # batch (the caller rewinds), not broken up and dead-lettered.
+        with pytest.raises(IntegrityError) as failed:
+            await task
+        assert _is_unique_violation(failed.value)
+        await processor.process([checkin])  # the redelivered batch finds the row
+        async with ctx.sessionmaker() as session:
+            item = await session.get(Item, "N1")
+        assert item is not None and item.site == "JX-B"
+
+
+class _UniqueViolation(Exception):
+    sqlstate = "23505"
+
+
+async def test_a_unique_violation_that_persists_is_dead_lettered_after_three_tries(
+    infra: Infra,
+) -> None:
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        async def always_conflicts(uow: UnitOfWork, env: Envelope, data: Event) -> None:
+            raise _UniqueViolation("duplicate key value violates unique constraint")
+
+        conflicting = Handlers()
+        conflicting.by_type = {"branch.checkin": always_conflicts}
+        processor = EventProcessor(client.service.ctx, conflicting)
+        checkin = _incoming("branch.events", 6, branch_event("branch.checkin", "JX-B", "U1"))
+        for _ in range(EventProcessor.UNIQUE_RETRIES):
+            with pytest.raises(_UniqueViolation):
+                await processor.process([checkin])
+        await processor.process([checkin])  # bounded: then isolated and dead-lettered
+        [dead] = await read_topic(settings, "dlq.circulation", at_least=1, settle=1.0)
+        assert dead.key == b"U1" and dict(dead.headers)["error-type"] == b"handler_error"

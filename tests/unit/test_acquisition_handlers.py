@@ -6,11 +6,11 @@ from decimal import Decimal
 
 import pytest
 
-from services.acquisition import handlers
+from services.acquisition import domain, handlers
 from services.acquisition.models import Fund, Site, Vendor
 from shared.contracts import make_event
 from shared.contracts.logistics import SiteUpserted
-from shared.errors import Conflict
+from shared.errors import Conflict, Invalid
 from tests.fakes import FakeUnitOfWork
 
 
@@ -45,3 +45,34 @@ async def test_the_network_read_model_follows_site_events() -> None:
     assert site is not None and (site.kind, site.active) == ("county", False)
     assert "network.site_upserted" in handlers.handlers
     assert handlers.handlers.topics == ("network.sites",)
+
+
+def order(vendor: str = "XINHUA", fund: str = "ADULT-2026", currency: str = "CNY",
+          *copies: int) -> handlers.NewOrder:
+    """An order of one line of 3 copies, split over branches as `copies` says (2 + 1)."""
+    shares = [domain.Share(f"JX-HN-0{i + 1}", n) for i, n in enumerate(copies or (2, 1))]
+    line = handlers.NewLine(isbn="9787020002207", title="Hongloumeng",
+                            unit_price=Decimal("38.50"), quantity=3, distribution=shares)
+    return handlers.NewOrder(vendor_id=vendor, fund_code=fund, currency=currency,
+                             lines=[line])
+
+
+async def test_an_order_is_refused_naming_the_field_that_does_not_fit() -> None:
+    uow = FakeUnitOfWork("acquisition")
+    await handlers.add_vendor(uow, "XINHUA", "Xinhua Bookstore")
+    await handlers.add_fund(uow, "ADULT-2026", "Adult fiction", Decimal("500.00"), "CNY")
+    await handlers.check_order(uow, order())  # all fits
+
+    cases = [
+        (order(vendor="NOBODY"), "vendor_id", "unknown vendor 'NOBODY'"),
+        (order(fund="KIDS-2026"), "fund_code", "unknown fund 'KIDS-2026'"),
+        (order(currency="EUR"), "currency", "fund 'ADULT-2026' is kept in CNY, not EUR"),
+        (order("XINHUA", "ADULT-2026", "CNY", 2, 2), "lines.0.distribution",
+         "copies add up to 4, but the line orders 3"),
+    ]
+    for bad, field, message in cases:
+        with pytest.raises(Invalid) as refused:
+            await handlers.check_order(uow, bad)
+        assert (refused.value.field, refused.value.message) == (field, message)
+        assert refused.value.errors == [(field, message)]
+    assert uow.emitted == []
