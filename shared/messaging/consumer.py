@@ -173,10 +173,17 @@ class Incoming:
                                    "unhandled_type", ["type"])
             return
         self.envelope, self.payload = parse_obj(obj)
-        barcode = getattr(self.payload, "barcode", None)
-        if on_ingress and barcode is not None and self.envelope.subject != barcode:
-            raise InvalidEvent(f"subject: must be the item barcode {barcode!r}, "
-                               f"not {self.envelope.subject!r}", "wrong_subject", ["subject"])
+        if on_ingress:
+            # The subject is the Kafka key: one item's (or, for holds, one patron's) events
+            # must share it to share a partition, and so an order.
+            field, bound = "barcode", getattr(self.payload, "barcode", None)
+            if bound is None and self.payload.producer == "branch":
+                field, bound = "patron", getattr(self.payload, "patron", None)
+            if bound is not None and self.envelope.subject != bound:
+                what = "item barcode" if field == "barcode" else "patron"
+                raise InvalidEvent(f"subject: must be the {what} {bound!r} (data.{field}), "
+                                   f"not {self.envelope.subject!r}", "wrong_subject",
+                                   ["subject"])
 
     @property
     def dead_letter_key(self) -> tuple[str, str]:

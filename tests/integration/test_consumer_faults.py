@@ -337,3 +337,21 @@ async def test_a_unique_violation_that_persists_is_dead_lettered_after_three_tri
         await processor.process([checkin])  # bounded: then isolated and dead-lettered
         [dead] = await read_topic(settings, "dlq.circulation", at_least=1, settle=1.0)
         assert dead.key == b"U1" and dict(dead.headers)["error-type"] == b"handler_error"
+
+
+def test_a_hold_event_is_bound_to_its_patron() -> None:
+    # Holds carry no barcode: their subject is the patron (checked once they are handled;
+    # today the reserved types are dead-lettered as unhandled_type before this).
+    hold = cloud_event("branch.hold_requested", "P-OTHER",
+                       {"branch": "JX-B", "patron": "P1", "isbn": "9787020002207"},
+                       source="branch/JX-B")
+    wrong = Incoming.from_record(_Record("t.branch.events", 0, 1, b"P-OTHER",
+                                         json.dumps(hold).encode()),
+                                 handled=None, ingress={"t.branch.events"}, prefix="t.")
+    assert wrong.error is not None and wrong.error.error_type == "wrong_subject"
+    assert "patron 'P1'" in wrong.error.reason
+    hold["subject"] = "P1"
+    right = Incoming.from_record(_Record("t.branch.events", 0, 2, b"P1",
+                                         json.dumps(hold).encode()),
+                                 handled=None, ingress={"t.branch.events"}, prefix="t.")
+    assert right.error is None and right.envelope is not None
