@@ -13,15 +13,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
 from devtools.infra import EmbeddedKafka, EmbeddedPostgres, free_port, port_in_use, spawn_bound
-from shared.contracts import SERVICES, TOPICS
 from shared.messaging import maintenance
-from shared.messaging.kafka import ensure_topics
 from shared.service.auth import signing_key
 from shared.service.settings import PROJECT_ROOT, Settings
 
@@ -126,26 +123,14 @@ class Stack:
         for name in stopped:
             self.procs[name].wait()
         self.kafka.start()
-        counts = asyncio.run(self._refill_broker())
+        counts = asyncio.run(maintenance.refill_broker(self.settings.model_copy(update={
+            "database_url": self.database_url,
+            "kafka_bootstrap_servers": self.kafka_bootstrap})))
         for name in list(self.procs):
             self.start_service(name)
         return (f"the embedded broker died and was restarted empty on {self.kafka.bootstrap}; "
                 "topics created again; services restarted; outbox rows re-queued for "
                 "publishing: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
-
-    async def _refill_broker(self) -> dict[str, int | str]:
-        settings = self.settings.model_copy(update={"database_url": self.database_url})
-        await ensure_topics(self.kafka_bootstrap, [settings.topic(t) for t in TOPICS],
-                            partitions=settings.kafka_partitions)
-        since = datetime.now(UTC) - timedelta(days=settings.outbox_retention_days)
-        counts: dict[str, int | str] = {}
-        for name in SERVICES:
-            try:
-                async with maintenance.open_context(name, settings) as ctx:
-                    counts[name] = await maintenance.replay(ctx, since)
-            except Exception as exc:  # noqa: BLE001 - reported; the other services go on
-                counts[name] = f"failed ({type(exc).__name__}: {exc})"
-        return counts
 
     def service_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)

@@ -17,8 +17,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from shared.contracts import CONTENT_TYPE, TOPICS
 from shared.messaging.kafka import ensure_topics
+from shared.messaging.outbox import ServiceContext, outbox_tables
 from shared.service.app import Service, ServiceSpec, build_app
 from shared.service.auth import issue_token
+from shared.service.db import make_engine, make_sessionmaker, migrate
 from shared.service.settings import Settings
 
 T = TypeVar("T")
@@ -73,6 +75,20 @@ async def new_env(infra: Infra, **overrides: Any) -> Settings:
 
 def token(role: str, **kw: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_token(role, key=SIGNING_KEY, **kw)}"}
+
+
+@asynccontextmanager
+async def migrated_context(spec: ServiceSpec, settings: Settings,
+                           pool_size: int = 2) -> AsyncIterator[ServiceContext]:
+    """A service's schema brought to head and its context: the mechanics without HTTP,
+    consumer or relay running."""
+    engine = make_engine(settings.database_url, pool_size)
+    try:
+        await migrate(engine, spec.migrations_dir, spec.name)
+        yield ServiceContext(spec.name, outbox_tables(spec.name), make_sessionmaker(engine),
+                             settings=settings, retained=spec.retained)
+    finally:
+        await engine.dispose()
 
 
 class ServiceClient(httpx.AsyncClient):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from services.circulation import domain
 from services.circulation.handlers import handlers
 from services.circulation.models import Item, Loan, Transfer
-from shared.contracts import BRANCH_EVENTS, EVENTS, InvalidEvent, parse_obj
+from shared.contracts import BRANCH_EVENTS, EVENTS, InvalidEvent, check_subject, parse_obj
 from shared.contracts.branch import BranchEvent
 from shared.errors import NotFound
 from shared.service.app import ServiceDep, SessionDep
@@ -28,15 +28,6 @@ class Accepted(BaseModel):
 MAX_EVENTS_PER_REQUEST = 500
 #: A branch event's `time` must fall in these years (a due date is computed from it).
 EARLIEST_YEAR, LATEST_YEAR = domain.EARLIEST_LOAN_YEAR, domain.LATEST_LOAN_YEAR
-
-
-def _subject_of(payload: BranchEvent) -> str | None:
-    """What a branch event's `subject` must be: the item's barcode (the patron for holds)."""
-    for name in ("barcode", "patron"):
-        value = getattr(payload, name, None)
-        if isinstance(value, str):
-            return value
-    return None
 
 
 @router.post("/branch-events", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted,
@@ -88,11 +79,11 @@ async def post_branch_events(
                            "msg": f"time: must fall in the years {EARLIEST_YEAR}.."
                                   f"{LATEST_YEAR}"})
             continue
-        expected = _subject_of(payload)
-        if expected is not None and envelope.subject != expected:
-            errors.append({"loc": [*prefix, "subject"], "type": "wrong_subject",
-                           "msg": f"subject: must be the event's item barcode {expected!r} "
-                                  "(the patron for hold events)"})
+        try:
+            check_subject(envelope, payload)
+        except InvalidEvent as exc:
+            errors.append({"loc": [*prefix, "subject"], "type": exc.error_type,
+                           "msg": exc.reason})
             continue
         branch = payload.branch
         if not principal.may_speak_for(branch):

@@ -19,6 +19,18 @@ class BranchEvent(Event):
 
     branch: Code
 
+    def subject_field(self) -> tuple[str, str] | None:
+        """The `data` field the envelope's subject (the Kafka key) must equal, and its value.
+
+        The item's barcode, or the patron for hold events: one item's (one patron's) events
+        share a key, so a partition, so an order.
+        """
+        for name in ("barcode", "patron"):
+            value = getattr(self, name, None)
+            if isinstance(value, str):
+                return name, value
+        return None
+
 
 @event("branch.checkout", topic=BRANCH_EVENTS)
 class BranchCheckout(BranchEvent):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from shared.contracts.branch import BranchEvent
 from shared.contracts.registry import EVENTS, Event
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -94,6 +95,15 @@ def payload_of(envelope: Envelope) -> Event:
                 ["source"],
             )
     return payload
+
+
+def check_subject(envelope: Envelope, payload: Event) -> None:
+    """A branch event's subject must be its item barcode (patron for holds): `wrong_subject`."""
+    bound = payload.subject_field() if isinstance(payload, BranchEvent) else None
+    if bound is not None and envelope.subject != bound[1]:
+        field, value = bound
+        raise InvalidEvent(f"subject: must be data.{field} {value!r}, "
+                           f"not {envelope.subject!r}", "wrong_subject", ["subject"])
 
 
 def parse_obj(obj: Any) -> tuple[Envelope, Event]:

@@ -26,7 +26,15 @@ from faststream.kafka.annotations import KafkaMessage
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared.contracts import EVENTS, Envelope, Event, InvalidEvent, decode_json, parse_obj
+from shared.contracts import (
+    EVENTS,
+    Envelope,
+    Event,
+    InvalidEvent,
+    check_subject,
+    decode_json,
+    parse_obj,
+)
 from shared.messaging.outbox import ServiceContext, park
 from shared.messaging.unit_of_work import SqlUnitOfWork
 from shared.service import logs, metrics
@@ -174,16 +182,7 @@ class Incoming:
             return
         self.envelope, self.payload = parse_obj(obj)
         if on_ingress:
-            # The subject is the Kafka key: one item's (or, for holds, one patron's) events
-            # must share it to share a partition, and so an order.
-            field, bound = "barcode", getattr(self.payload, "barcode", None)
-            if bound is None and self.payload.producer == "branch":
-                field, bound = "patron", getattr(self.payload, "patron", None)
-            if bound is not None and self.envelope.subject != bound:
-                what = "item barcode" if field == "barcode" else "patron"
-                raise InvalidEvent(f"subject: must be the {what} {bound!r} (data.{field}), "
-                                   f"not {self.envelope.subject!r}", "wrong_subject",
-                                   ["subject"])
+            check_subject(self.envelope, self.payload)
 
     @property
     def dead_letter_key(self) -> tuple[str, str]:

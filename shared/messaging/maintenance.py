@@ -17,11 +17,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
 
+from shared.contracts import SERVICES, TOPICS
+from shared.messaging.kafka import ensure_topics
 from shared.messaging.outbox import (  # prune runs in the relay; here for the CLI too
     Pruned,
     ServiceContext,
@@ -148,3 +150,26 @@ async def open_context(service: str, settings: Settings) -> AsyncIterator[Servic
                              settings=settings)
     finally:
         await engine.dispose()
+
+
+async def refill_broker(settings: Settings) -> dict[str, int | str]:
+    """Bring a broker that came back empty up to date: create the contract's topics, then
+    re-queue every service's outbox rows published within the retention window.
+
+    Run it before the services publish again (they are stopped), so each key's events
+    reach the new broker in their original order. Returns the rows re-queued per service
+    (or why a service's could not be).
+    """
+    await ensure_topics(settings.kafka_bootstrap_servers,
+                        [settings.topic(t) for t in TOPICS],
+                        partitions=settings.kafka_partitions,
+                        replication_factor=settings.kafka_replication_factor)
+    since = datetime.now(UTC) - timedelta(days=settings.outbox_retention_days)
+    counts: dict[str, int | str] = {}
+    for name in SERVICES:
+        try:
+            async with open_context(name, settings) as ctx:
+                counts[name] = await replay(ctx, since)
+        except Exception as exc:  # noqa: BLE001 - reported; the other services go on
+            counts[name] = f"failed ({type(exc).__name__}: {exc})"
+    return counts

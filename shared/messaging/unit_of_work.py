@@ -18,7 +18,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.contracts import CONTENT_TYPE, Envelope, Event, dead_letter_topic, make_event
+from shared.contracts import (
+    CONTENT_TYPE,
+    EVENTS,
+    Envelope,
+    Event,
+    dead_letter_topic,
+    make_event,
+)
 from shared.messaging.outbox import ServiceContext, encode_headers
 from shared.service import metrics
 from shared.service.settings import Settings
@@ -241,7 +248,7 @@ class SqlUnitOfWork(UnitOfWork):
     def _outbox_rows(self) -> list[dict[str, Any]]:
         rows = [
             {
-                "topic": env_topic(env),
+                "topic": EVENTS[env.type].topic,
                 "key": env.subject.encode(),
                 "value": env.to_bytes(),
                 "headers": _CONTENT_TYPE_HEADERS,
@@ -303,10 +310,3 @@ class SqlUnitOfWork(UnitOfWork):
             stmt, {"sources": [k[0] for k in keys], "ids": [k[1] for k in keys]}
         )
         return {(row[0], row[1]) for row in result}
-
-
-def env_topic(envelope: Envelope) -> str:
-    """The contract topic of an emitted envelope (its type is always registered)."""
-    from shared.contracts import EVENTS
-
-    return EVENTS[envelope.type].topic

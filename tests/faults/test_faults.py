@@ -37,9 +37,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.contracts import SERVICES, TOPICS
 from shared.messaging import maintenance
-from shared.messaging.kafka import ensure_topics
 from tests.faults.cluster import Cluster
 from tests.support import (
     SIGNING_KEY,
@@ -352,12 +350,8 @@ def _lose_broker(cluster: Cluster) -> Callable[[], Awaitable[None]]:
         for proc in cluster.procs.values():
             await asyncio.to_thread(proc.wait)
         await asyncio.to_thread(cluster.kafka.start)
-        settings = cluster.settings
-        await ensure_topics(cluster.kafka.bootstrap, [settings.topic(t) for t in TOPICS])
-        since = datetime.now(UTC) - timedelta(days=settings.outbox_retention_days)
-        for service in SERVICES:
-            async with maintenance.open_context(service, settings) as ctx:
-                await maintenance.replay(ctx, since)
+        refilled = await maintenance.refill_broker(cluster.settings)
+        assert all(isinstance(n, int) for n in refilled.values()), refilled
         for name in list(cluster.procs):
             cluster.start(name)
         await asyncio.to_thread(cluster.wait_healthy)

@@ -17,10 +17,9 @@ from services.circulation.models import Transfer
 from services.circulation.spec import SPEC
 from shared.contracts.branch import BranchCheckin
 from shared.messaging.kafka import make_producer
-from shared.messaging.outbox import OutboxRelay, ServiceContext, outbox_tables
+from shared.messaging.outbox import OutboxRelay
 from shared.messaging.unit_of_work import SqlUnitOfWork
 from shared.service import metrics
-from shared.service.db import make_engine, make_sessionmaker, migrate
 from shared.service.settings import Settings
 from tests.support import (
     Infra,
@@ -28,6 +27,7 @@ from tests.support import (
     events_of,
     eventually,
     item_cataloged,
+    migrated_context,
     new_env,
     produce,
     read_topic,
@@ -40,34 +40,30 @@ pytestmark = pytest.mark.integration
 
 async def test_relay_publishes_exactly_the_committed_events(infra: Infra) -> None:
     settings = await new_env(infra)
-    engine = make_engine(settings.database_url, 2)
-    await migrate(engine, SPEC.migrations_dir, "circulation")
-    ctx = ServiceContext("circulation", outbox_tables("circulation"), make_sessionmaker(engine),
-                         settings=settings)
-
-    async with SqlUnitOfWork(ctx) as uow:
-        uow.emit(BranchCheckin(branch="A", barcode="KEEP-1"), subject="KEEP-1")
-        uow.emit(BranchCheckin(branch="A", barcode="KEEP-2"), subject="KEEP-2")
-    with pytest.raises(RuntimeError):
+    async with migrated_context(SPEC, settings) as ctx:
         async with SqlUnitOfWork(ctx) as uow:
-            uow.emit(BranchCheckin(branch="A", barcode="GONE-1"), subject="GONE-1")
-            raise RuntimeError("the use case failed after emitting")
+            uow.emit(BranchCheckin(branch="A", barcode="KEEP-1"), subject="KEEP-1")
+            uow.emit(BranchCheckin(branch="A", barcode="KEEP-2"), subject="KEEP-2")
+        with pytest.raises(RuntimeError):
+            async with SqlUnitOfWork(ctx) as uow:
+                uow.emit(BranchCheckin(branch="A", barcode="GONE-1"), subject="GONE-1")
+                raise RuntimeError("the use case failed after emitting")
 
-    producer = make_producer(settings, "test-relay")
-    await producer.start()
-    relay = OutboxRelay(ctx, producer, topic_prefix=settings.kafka_topic_prefix)
-    try:
-        assert await relay.drain_once() == 2
-        # published rows are kept (for replay), marked published, and never claimed again
-        assert await relay.drain_once() == 0
-        async with ctx.sessionmaker() as session:
-            marked = (await session.execute(text(
-                "SELECT count(*) FROM circulation.outbox WHERE published_at IS NOT NULL"
-            ))).scalar_one()
-        assert marked == 2
-    finally:
-        await producer.stop()
-        await engine.dispose()
+        producer = make_producer(settings, "test-relay")
+        await producer.start()
+        relay = OutboxRelay(ctx, producer, topic_prefix=settings.kafka_topic_prefix)
+        try:
+            assert await relay.drain_once() == 2
+            # published rows are kept (for replay), marked published, never claimed again
+            assert await relay.drain_once() == 0
+            async with ctx.sessionmaker() as session:
+                marked = (await session.execute(text(
+                    "SELECT count(*) FROM circulation.outbox WHERE published_at IS NOT NULL"
+                ))).scalar_one()
+            assert marked == 2
+        finally:
+            await relay.stop()
+            await producer.stop()
     records = await read_topic(settings, "branch.events", at_least=2, settle=2.0)
     assert sorted(r.key for r in records) == [b"KEEP-1", b"KEEP-2"]
 

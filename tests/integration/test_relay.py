@@ -24,23 +24,23 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.circulation.spec import SPEC
+from shared.contracts import TOPICS
 from shared.messaging import maintenance
-from shared.messaging.kafka import make_producer
+from shared.messaging.kafka import ensure_topics, make_producer
 from shared.messaging.outbox import (
     OutboxRelay,
     ServiceContext,
     decode_headers,
-    outbox_tables,
     park,
 )
 from shared.messaging.unit_of_work import SqlUnitOfWork
 from shared.service import metrics
-from shared.service.db import make_engine, make_sessionmaker, migrate
 from shared.service.settings import Settings
 from tests.support import (
     Infra,
     asyncpg_dsn,
     eventually,
+    migrated_context,
     new_env,
     produce,
     read_topic,
@@ -65,20 +65,16 @@ class Node:
 
 @asynccontextmanager
 async def node(settings: Settings, name: str = "relay") -> AsyncIterator[Node]:
-    engine = make_engine(settings.database_url, 3)
-    await migrate(engine, SPEC.migrations_dir, SCHEMA)
-    ctx = ServiceContext(SCHEMA, outbox_tables(SCHEMA), make_sessionmaker(engine),
-                         settings=settings)
-    producer = make_producer(settings, name)
-    await producer.start()
-    relay = OutboxRelay(ctx, producer, idle_poll_s=0.1,
-                        topic_prefix=settings.kafka_topic_prefix)
-    try:
-        yield Node(engine, ctx, producer, relay)
-    finally:
-        await relay.stop()
-        await producer.stop()
-        await engine.dispose()
+    async with migrated_context(SPEC, settings, pool_size=3) as ctx:
+        producer = make_producer(settings, name)
+        await producer.start()
+        relay = OutboxRelay(ctx, producer, idle_poll_s=0.1,
+                            topic_prefix=settings.kafka_topic_prefix)
+        try:
+            yield Node(ctx.sessionmaker.kw["bind"], ctx, producer, relay)
+        finally:
+            await relay.stop()
+            await producer.stop()
 
 
 async def queue(ctx: ServiceContext, records: list[tuple[bytes, bytes]],
@@ -378,7 +374,8 @@ async def test_local_stack_restarts_a_dead_broker_and_replays(infra: Infra,
         stack.database_url = settings.database_url
         assert await asyncio.to_thread(stack.supervise_broker) is None  # alive: nothing
         async with node(settings) as n:
-            await stack._refill_broker()  # the topics, on this private broker
+            await ensure_topics(broker.bootstrap,  # the topics, on this private broker
+                                [settings.topic(t) for t in TOPICS])
             await queue(n.ctx, [(b"S", b"s-1"), (b"S", b"s-2")])
             assert await n.relay.drain_once() == 2
 

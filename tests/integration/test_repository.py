@@ -13,11 +13,9 @@ from sqlalchemy import event
 
 from services.circulation.models import Item, Site
 from services.circulation.spec import SPEC
-from shared.messaging.outbox import ServiceContext, outbox_tables
 from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
-from shared.service.db import make_engine, make_sessionmaker, migrate
 from tests.fakes import FakeUnitOfWork
-from tests.support import Infra, new_env
+from tests.support import Infra, migrated_context, new_env
 
 pytestmark = pytest.mark.integration
 
@@ -36,19 +34,14 @@ async def open_uow(request: pytest.FixtureRequest, infra: Infra) -> AsyncIterato
 
         yield open_fake
         return
-    settings = await new_env(infra)
-    engine = make_engine(settings.database_url, 2)
-    await migrate(engine, SPEC.migrations_dir, "circulation")
-    ctx = ServiceContext("circulation", outbox_tables("circulation"),
-                         make_sessionmaker(engine), settings=settings)
+    async with migrated_context(SPEC, await new_env(infra)) as ctx:
 
-    @asynccontextmanager
-    async def open_sql() -> AsyncIterator[UnitOfWork]:
-        async with SqlUnitOfWork(ctx) as uow:
-            yield uow
+        @asynccontextmanager
+        async def open_sql() -> AsyncIterator[UnitOfWork]:
+            async with SqlUnitOfWork(ctx) as uow:
+                yield uow
 
-    yield open_sql
-    await engine.dispose()
+        yield open_sql
 
 
 async def test_added_rows_are_found_by_key_and_by_field(open_uow: Opener) -> None:
@@ -94,19 +87,14 @@ async def test_put_inserts_then_replaces(open_uow: Opener) -> None:
 
 async def test_sql_lookups_by_field_ask_the_database_once_per_value(infra: Infra) -> None:
     """A batch's prefetch finds rows (and misses) once; handlers then ask without a query."""
-    settings = await new_env(infra)
-    engine = make_engine(settings.database_url, 2)
-    await migrate(engine, SPEC.migrations_dir, "circulation")
-    ctx = ServiceContext("circulation", outbox_tables("circulation"),
-                         make_sessionmaker(engine), settings=settings)
     statements: list[str] = []
 
     def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
             statements.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
+    async with migrated_context(SPEC, await new_env(infra)) as ctx:
+        event.listen(ctx.sessionmaker.kw["bind"].sync_engine, "before_cursor_execute", count)
         async with SqlUnitOfWork(ctx) as uow:
             uow.repo(Item).add(Item(barcode="Q1", owning_branch="JX-A", status="available"))
         async with SqlUnitOfWork(ctx) as uow:
@@ -119,5 +107,3 @@ async def test_sql_lookups_by_field_ask_the_database_once_per_value(infra: Infra
             added = await items.get_by("owning_branch", "JX-NEW")
             assert added is not None and added.barcode == "Q2"  # found without asking
             assert len(statements) == 1
-    finally:
-        await engine.dispose()

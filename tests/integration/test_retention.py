@@ -9,22 +9,17 @@ import pytest
 from services.circulation.models import Anomaly
 from services.circulation.spec import SPEC
 from shared.contracts import utcnow
-from shared.messaging.outbox import ServiceContext, outbox_tables, prune
+from shared.messaging.outbox import prune
 from shared.messaging.unit_of_work import SqlUnitOfWork
 from shared.service import metrics
-from shared.service.db import make_engine, make_sessionmaker, migrate
-from tests.support import Infra, new_env
+from tests.support import Infra, migrated_context, new_env
 
 pytestmark = pytest.mark.integration
 
 
 async def test_old_anomalies_are_pruned_and_counted(infra: Infra) -> None:
     settings = await new_env(infra, record_retention_days=30)
-    engine = make_engine(settings.database_url, 2)
-    await migrate(engine, SPEC.migrations_dir, "circulation")
-    ctx = ServiceContext("circulation", outbox_tables("circulation"), make_sessionmaker(engine),
-                         settings=settings, retained=SPEC.retained)
-    try:
+    async with migrated_context(SPEC, settings) as ctx:
         async with SqlUnitOfWork(ctx) as uow:
             for barcode, age in (("OLD", 31), ("NEW", 29)):
                 uow.repo(Anomaly).add(Anomaly(barcode=barcode, kind="unknown_item", detail="-",
@@ -36,5 +31,3 @@ async def test_old_anomalies_are_pruned_and_counted(infra: Infra) -> None:
         assert list(left) == ["NEW"]
         gauge = metrics.TABLE_ROWS.labels("circulation", "anomaly")
         assert gauge._value.get() == 1
-    finally:
-        await engine.dispose()
