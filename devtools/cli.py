@@ -33,6 +33,10 @@ from shared.service.settings import DEFAULT_PORTS, PROJECT_ROOT, load_settings
 DEMO_SITE = "JX-HN-01"
 
 
+#: The demo network's first van driver: the driver token of `branchline up` is theirs.
+DEMO_DRIVER = "D-01"
+
+
 def _demo_tokens(key: str) -> dict[str, str]:
     out = {}
     for role in ROLES:
@@ -40,7 +44,7 @@ def _demo_tokens(key: str) -> dict[str, str]:
         if role in ("branch_system", "desk"):
             kwargs["site"] = DEMO_SITE
         if role == "driver":
-            kwargs["driver"] = "driver-1"
+            kwargs["driver"] = DEMO_DRIVER
         out[role] = issue_token(role, key=key, **kwargs)
     return out
 
@@ -76,14 +80,15 @@ def cmd_up(args: argparse.Namespace) -> int:
             status, body = http("POST", stack.url("logistics") + "/network",
                                  json.loads(DEMO_NETWORK.read_text()), tokens["admin"], 30)
             if status == 200:
-                say(f"  demo network loaded: {body.get('sites')} sites")
+                say(f"  demo network loaded: {body.get('sites')} sites, "
+                    f"{body.get('vehicles')} vehicles, {body.get('drivers')} drivers")
             else:
                 say(f"  demo network NOT loaded ({status}): {body}")
         say(f"\nAll four services healthy in {time.monotonic() - started:.1f}s.\n")
         for name in SERVICES:
             say(f"  {name:<12} {stack.url(name)}   docs: {stack.url(name)}/docs")
         say(f"\nTokens (valid 30 days; site-bound roles are for {DEMO_SITE}, "
-             "driver for driver-1):")
+             f"driver for {DEMO_DRIVER}):")
         for role, token in tokens.items():
             say(f"  {role:<13} {token}")
         say(f"\nLogs: {stack.log_dir}/<service>.log   Stop with Ctrl-C.")
@@ -134,7 +139,8 @@ def cmd_network_load(args: argparse.Namespace) -> int:
     if status != 200:
         raise SystemExit(f"error: the network was refused ({status}): "
                          f"{json.dumps(result, indent=2, ensure_ascii=False)}")
-    print(f"loaded {result.get('sites')} sites from {path}")
+    print(f"loaded {result.get('sites')} sites, {result.get('vehicles')} vehicles and "
+          f"{result.get('drivers')} drivers from {path}")
     return 0
 
 

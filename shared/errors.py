@@ -1,7 +1,7 @@
 """The one family of domain errors: refusals a rule makes, turned into HTTP in one place.
 
 Domain code raises these without knowing about HTTP; shared/service/problems.py answers
-them as problem responses (404, 409, 422 naming the field).
+them as problem responses (403, 404, 409, 422 naming the field).
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     """What the request names does not exist."""
+
+
+class Forbidden(DomainError):
+    """The caller may not act on what the request names (another driver's route)."""
 
 
 class Conflict(DomainError):

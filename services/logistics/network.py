@@ -1,6 +1,6 @@
 """Loading a network file without the HTTP app (`branchline network load FILE`).
 
-The sites and their `network.site_upserted` events commit in one transaction into the
+The sites, vehicles and drivers and their events commit in one transaction into the
 logistics schema's outbox; the logistics service's relay publishes them (right away if it
 is running, or as soon as it starts).
 """
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.logistics.handlers import load_network
+from services.logistics.handlers import NetworkCounts, load_network
 from services.logistics.models import SCHEMA
 from shared.messaging.outbox import ServiceContext, outbox_tables
 from shared.messaging.unit_of_work import SqlUnitOfWork
@@ -20,6 +20,8 @@ from shared.service.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEMO_NETWORK = Path(__file__).parent / "data" / "demo_network.json"
+#: A network of Jiaxing's size: 265 library sites, 12 vans, 2 book vans.
+REFERENCE_NETWORK = Path(__file__).parent / "data" / "jiaxing_network.json"
 
 
 def read_network_file(path: Path) -> Any:
@@ -30,8 +32,9 @@ def read_network_file(path: Path) -> Any:
         raise ValueError(f"{path}: not JSON ({exc})") from exc
 
 
-async def load_network_file(path: Path, settings: Settings) -> int:
-    """Validate and load the network file at `path`; return how many sites it upserted.
+async def load_network_file(path: Path, settings: Settings) -> NetworkCounts:
+    """Validate and load the network file at `path`; return how many sites, vehicles and
+    drivers it upserted.
 
     Raises domain.InvalidNetwork (naming each bad site and field) or ValueError (not
     JSON). Brings the logistics schema up to date first, so it works before the service

@@ -1,13 +1,15 @@
 """The logistics service: how items move."""
 
 from services.logistics.api import router
-from services.logistics.handlers import handlers
-from shared.service.app import ServiceSpec
+from services.logistics.handlers import handlers, planned_today
+from shared.service.app import Job, ServiceSpec
 
 SPEC = ServiceSpec(
     name="logistics",
     handlers=handlers,
     router=router,
     retained=(("scan", "received_at"),),
-    description="How items move: the network's sites, shipments and drivers' scans.",
+    jobs=(Job("daily-plan", 60.0, planned_today),),
+    description="How items move: the network, shipments, crates, daily routes and drivers' "
+                "scans.",
 )

@@ -37,11 +37,14 @@ class BranchCheckout(BranchEvent):
     barcode: str = Field(min_length=1)
     patron: str = Field(min_length=1)
     due: date | None = None
+    #: On a book van (`branch` is the van's site): the stop it stood at.
+    stop: Code | None = None
 
 
 @event("branch.checkin", topic=BRANCH_EVENTS)
 class BranchCheckin(BranchEvent):
     barcode: str = Field(min_length=1)
+    stop: Code | None = None
 
 
 @event("branch.renewal", topic=BRANCH_EVENTS)

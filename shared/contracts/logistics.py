@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import Field
@@ -10,6 +10,7 @@ from pydantic import Field
 from shared.contracts.registry import (
     LOGISTICS_ROUTES,
     LOGISTICS_SHIPMENTS,
+    NETWORK_FLEET,
     NETWORK_SITES,
     Event,
     Part,
@@ -17,7 +18,10 @@ from shared.contracts.registry import (
 )
 
 Code = str
-SiteKind = Literal["hub", "central", "county", "town", "village", "smart_room", "bookmobile_stop"]
+SiteKind = Literal["hub", "central", "county", "town", "village", "smart_room", "book_van",
+                   "bookmobile_stop"]
+VehicleKind = Literal["van", "book_van"]
+HHMM = str  # a time of day, "HH:MM"
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
@@ -32,6 +36,43 @@ class SiteUpserted(Event):
     opening_hours: dict[Weekday, list[tuple[str, str]]]
     courier_days: list[Weekday]
     floating_group: str | None = None
+    active: bool = True
+    address: str | None = None
+    service_minutes: int = Field(default=10, ge=0, le=240)
+
+
+class BookVanStop(Part):
+    site: Code
+    arrive: HHMM
+    depart: HHMM
+
+
+class BookVanDay(Part):
+    day: Weekday
+    week: int | None = Field(default=None, ge=1, le=5)
+    stops: list[BookVanStop]
+
+
+@event("network.vehicle_upserted", topic=NETWORK_FLEET)
+class VehicleUpserted(Event):
+    vehicle_id: str
+    name: str
+    kind: VehicleKind
+    depot: Code
+    capacity_crates: int = Field(ge=1)
+    shift_start: HHMM
+    shift_end: HHMM
+    days: list[Weekday]
+    site: Code | None = None
+    timetable: list[BookVanDay] = Field(default_factory=list)
+    active: bool = True
+
+
+@event("network.driver_upserted", topic=NETWORK_FLEET)
+class DriverUpserted(Event):
+    driver_id: str
+    name: str
+    vehicle: str | None = None
     active: bool = True
 
 
@@ -70,7 +111,7 @@ class ShipmentDelivered(Event):
     site: Code
 
 
-@event("logistics.shipment_exception", topic=LOGISTICS_SHIPMENTS, reserved=True)
+@event("logistics.shipment_exception", topic=LOGISTICS_SHIPMENTS)
 class ShipmentException(Event):
     shipment_id: str
     transfer_id: str
@@ -78,6 +119,9 @@ class ShipmentException(Event):
     kind: Literal["missing", "damaged", "misrouted", "refused"]
     site: Code
     note: str | None = None
+    exception_id: str | None = None
+    route_id: str | None = None
+    crate_id: str | None = None
 
 
 @event("logistics.shipment_cancelled", topic=LOGISTICS_SHIPMENTS)
@@ -93,9 +137,11 @@ class RouteStop(Part):
     eta: str
     deliveries: int
     pickups: int
+    arrival: datetime | None = None
+    departure: datetime | None = None
 
 
-@event("logistics.route_planned", topic=LOGISTICS_ROUTES, reserved=True)
+@event("logistics.route_planned", topic=LOGISTICS_ROUTES)
 class RoutePlanned(Event):
     route_id: str
     date: date
@@ -105,11 +151,18 @@ class RoutePlanned(Event):
     stops: list[RouteStop]
     distance_km: float
     duration_min: float
+    plan_id: str | None = None
+    revision: int = Field(default=1, ge=1)
+    start: datetime | None = None
+    end: datetime | None = None
 
 
-@event("logistics.route_completed", topic=LOGISTICS_ROUTES, reserved=True)
+@event("logistics.route_completed", topic=LOGISTICS_ROUTES)
 class RouteCompleted(Event):
     route_id: str
     date: date
     completed_stops: int
     exceptions: int
+    vehicle: str | None = None
+    driver: str | None = None
+    unserved_stops: int = 0

@@ -24,6 +24,7 @@ CIRCULATION_LOANS = "circulation.loans"
 CIRCULATION_HOLDS = "circulation.holds"
 CIRCULATION_TRANSFERS = "circulation.transfers"
 NETWORK_SITES = "network.sites"
+NETWORK_FLEET = "network.fleet"
 LOGISTICS_SHIPMENTS = "logistics.shipments"
 LOGISTICS_ROUTES = "logistics.routes"
 

@@ -16,7 +16,7 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,19 @@ from shared.service.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Job:
+    """Work a service does on its own every `every_s` seconds (a daily plan, a sweep).
+
+    `run` must be idempotent and safe with several replicas running it at once (take an
+    advisory lock, or check before acting): each replica runs its own jobs.
+    """
+
+    name: str
+    every_s: float
+    run: Callable[[Service], Awaitable[None]]
+
+
 @dataclass
 class ServiceSpec:
     """What makes one service: its name (= its schema), handlers, HTTP routes.
@@ -61,6 +74,7 @@ class ServiceSpec:
     description: str = ""
     #: The service's own record tables pruned by age: (table, timestamp column).
     retained: tuple[tuple[str, str], ...] = ()
+    jobs: tuple[Job, ...] = ()
     migrations_dir: Path = field(default=Path())
 
     def __post_init__(self) -> None:
@@ -98,6 +112,7 @@ class Service:
                                          if t in INGRESS_TOPICS])
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
+        self.jobs: list[asyncio.Task[None]] = []
         self.ready = False
 
     def uow(self) -> SqlUnitOfWork:
@@ -127,11 +142,28 @@ class Service:
         self.relay = self.make_relay()
         self.relay.start()
         await self.broker.start()
+        self.jobs = [asyncio.create_task(self._run_job(job), name=f"job-{job.name}")
+                     for job in self.spec.jobs]
         self.ready = True
         log.info("service started", extra={"service": self.spec.name})
 
+    async def _run_job(self, job: Job) -> None:
+        """Run `job` every `every_s`; a failure is logged and tried again next time."""
+        while True:
+            await asyncio.sleep(job.every_s)
+            try:
+                await job.run(self)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job failed; it runs again later", extra={"job": job.name})
+
     async def stop(self) -> None:
         self.ready = False
+        for task in self.jobs:
+            task.cancel()
+        await asyncio.gather(*self.jobs, return_exceptions=True)
+        self.jobs = []
         await self.broker.stop()
         if self.relay is not None:
             await self.relay.stop()

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import Conflict, DomainError, Invalid, NotFound
+from shared.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://branchline.dev/problems/"
@@ -62,6 +62,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
         return problem(404, exc.message)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return problem(403, exc.message)
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:

@@ -62,6 +62,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int | None = None
     processing_site: str = "JX-CENTRAL"
+    # The library's local time zone: opening hours, courier days and route times are in it.
+    timezone: str = "Asia/Shanghai"
+    # Logistics: crates and daily routes (docs/planning.md says how a library sets them).
+    crate_capacity: int = Field(default=40, ge=1, le=1000)
+    route_target_hours: float = Field(default=48.0, gt=0)
+    route_solve_seconds: float = Field(default=20.0, gt=0, le=600)
+    route_seed: int = 0
+    route_road_factor: float = Field(default=1.3, ge=1.0, le=5.0)
+    route_speed_kmh: float = Field(default=40.0, gt=0, le=200)
+    route_stability_minutes: float = Field(default=10.0, ge=0)
+    # Local time of day the next plan is made on its own ("" turns the schedule off).
+    route_plan_at: str = "05:30"
+    # A JSON file {"sites": [...], "minutes": [[...]], "km": [[...]]} of road travel times
+    # that replaces the straight-line estimate for the sites it lists.
+    travel_matrix_file: Path | None = None
 
     @model_validator(mode="after")
     def _inbox_outlives_outbox(self) -> Settings:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 
+from services.logistics.models import Route
 from services.logistics.network import DEMO_NETWORK, load_network_file
 from services.logistics.spec import SPEC
 from tests.support import (
     Infra,
+    ServiceClient,
     cloud_event,
     events_of,
     eventually,
@@ -44,9 +46,25 @@ def transfer_requested(transfer_id: str, barcode: str, from_site: str, to_site: 
     )
 
 
+ROUTE = "R-2026-03-02-1"
+
+
 def scan(scan_id: str, kind: str, site: str, barcodes: list[str], **extra: Any) -> dict:
-    return {"scan_id": scan_id, "route_id": "R-2026-03-02-1", "site": site, "kind": kind,
+    return {"scan_id": scan_id, "route_id": ROUTE, "site": site, "kind": kind,
             "barcodes": barcodes, "time": datetime.now(UTC).isoformat(), **extra}
+
+
+async def plant_route(client: ServiceClient, sites: list[str], *, route_id: str = ROUTE,
+                      driver: str = "D-07", day: date = date(2026, 3, 2)) -> None:
+    """A planned route as a plan would write it, so scans have a route to belong to."""
+    now = datetime.now(UTC).isoformat()
+    async with client.service.uow() as uow:
+        uow.repo(Route).add(Route(
+            route_id=route_id, date=day, hub="JX-HUB", vehicle="VAN-T", driver=driver,
+            plan_id="P-test", stops=[{"seq": n, "site": site, "part": 1, "arrival": now,
+                                      "departure": now, "deliveries": 0, "pickups": 0,
+                                      "status": "pending"}
+                                     for n, site in enumerate(sites, start=1)]))
 
 
 async def shipments_of(client: Any, barcode: str) -> list[dict[str, Any]]:
@@ -69,7 +87,8 @@ async def test_demo_network_loads_and_announces_every_site(infra: Infra) -> None
     async with running_service(SPEC, settings) as client:
         r = await client.post("/network", json=document, headers=token("dispatcher"))
         assert r.status_code == 200, r.text
-        assert r.json() == {"sites": len(codes)}
+        assert r.json() == {"sites": len(codes), "vehicles": len(document["vehicles"]),
+                            "drivers": len(document["drivers"])}
 
         records = await read_topic(settings, "network.sites", at_least=len(codes), settle=2.0)
         upserted = events_of(records, "network.site_upserted")
@@ -105,7 +124,7 @@ async def test_demo_network_loads_and_announces_every_site(infra: Infra) -> None
 
 async def test_network_file_loads_without_the_http_app(infra: Infra) -> None:
     settings = await new_env(infra)
-    count = await load_network_file(DEMO_NETWORK, settings)
+    count = (await load_network_file(DEMO_NETWORK, settings)).sites
     assert count == len(demo_network()["sites"])
     # the events wait in the outbox until the service's relay runs
     async with running_service(SPEC, settings) as client:
@@ -113,7 +132,7 @@ async def test_network_file_loads_without_the_http_app(infra: Infra) -> None:
         assert len(events_of(records, "network.site_upserted")) == count
         assert len((await client.get("/sites", headers=ADMIN)).json()) == count
     # loading again upserts, it does not duplicate
-    assert await load_network_file(DEMO_NETWORK, settings) == count
+    assert (await load_network_file(DEMO_NETWORK, settings)).sites == count
 
 
 async def test_a_transfer_makes_exactly_one_shipment(infra: Infra) -> None:
@@ -158,6 +177,7 @@ async def test_scans_pick_up_pass_the_hub_and_deliver(infra: Infra) -> None:
         ])
         shipment = await wait_for_shipment(client, "B200")
         await wait_for_shipment(client, "B201")
+        await plant_route(client, ["JX-HN-01", "JX-PH-01"])
 
         load = scan("S-1", "load", "JX-HN-01", ["B200", "B201", "B999"], crate_id="C-5")
         r = await client.post("/scans", json=load, headers=DRIVER)
@@ -229,6 +249,7 @@ async def test_a_cancelled_transfer_cancels_its_shipment(infra: Infra) -> None:
             return s["status"] == "cancelled" and s
 
         await eventually(cancelled, what="shipment cancelled")
+        await plant_route(client, ["JX-TX-01"])
         records = await read_topic(settings, "logistics.shipments", at_least=2, settle=2.0)
         [event] = events_of(records, "logistics.shipment_cancelled")
         assert event["data"] == {"shipment_id": shipment["shipment_id"], "transfer_id": "T-20",
@@ -245,6 +266,7 @@ async def test_scan_input_and_roles(infra: Infra) -> None:
     settings = await new_env(infra)
     await load_network_file(DEMO_NETWORK, settings)
     async with running_service(SPEC, settings) as client:
+        await plant_route(client, ["JX-HY-02"])
         good = scan("S-30", "arrive", "JX-HY-02", [])
         r = await client.post("/scans", json=good, headers=token("desk", site="JX-HY-02"))
         assert r.status_code == 403
@@ -265,7 +287,18 @@ async def test_scan_input_and_roles(infra: Infra) -> None:
 
         r = await client.post("/scans", json=good, headers=DRIVER)
         assert r.status_code == 200, r.text
-        assert r.json() == {"scan_id": "S-30", "duplicate": False, "results": []}
+        assert r.json() == {"scan_id": "S-30", "duplicate": False, "results": [], "crate": None,
+                            "stop": {"seq": 1, "site": "JX-HY-02", "status": "arrived"}}
+        # another driver's token may not scan on this route; nor at a site not on it
+        r = await client.post("/scans", json={**good, "scan_id": "S-31"},
+                              headers=token("driver", driver="D-08"))
+        assert r.status_code == 403, r.text
+        r = await client.post("/scans", json={**good, "scan_id": "S-32", "site": "JX-HN-01"},
+                              headers=DRIVER)
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "not_on_route"
+        r = await client.post("/scans", json={**good, "scan_id": "S-33", "route_id": "R-X"},
+                              headers=DRIVER)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "route_id"]
         r = await client.get("/shipments", headers=DRIVER)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "barcode"]
 
