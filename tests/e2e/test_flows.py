@@ -258,3 +258,106 @@ async def _rows(dsn: str, sql: str) -> dict[str, int]:
         return {r[0]: r[1] for r in await conn.fetch(sql)}
     finally:
         await conn.close()
+
+
+async def test_e_a_return_travels_by_planned_routes_and_driver_scans(system: E2E) -> None:
+    """Return anywhere, the whole way: a check-in away from home → transfer → shipment →
+    crate → plan → the driver's route and scans (online, then an offline batch sent late)
+    → the item available at its owner."""
+    barcode = f"E2E-E-{uuid.uuid4().hex[:6]}"
+    await produce(system.settings, "cataloging.items", [item_cataloged(barcode, HAINING)])
+
+    async def registered():
+        return (await item(system, barcode)).get("status") == "available"
+
+    await eventually(registered, what="item registered at its owner")
+    r = await system.post("circulation", "/branch-events",
+                          branch_event("branch.checkin", PINGHU, barcode),
+                          role="branch_system", site=PINGHU)
+    assert r.status_code == 202, r.text
+    await shipment_for(system, barcode)
+
+    async def crate_at(site: str) -> dict:
+        role = {"role": "desk", "site": site} if site != "JX-HUB" else {"role": "dispatcher"}
+        r = await system.post("logistics", f"/sites/{site}/pack", {}, **role)
+        assert r.status_code == 200, r.text
+        crates = (await system.get(
+            "logistics", f"/shipments?barcode={barcode}")).json()[0]["crate_id"]
+        body = (await system.get("logistics", f"/crates/{crates}")).json()
+        assert barcode in body["barcodes"]
+        return body
+
+    async def route_of(day: str, site: str) -> tuple[str, str, dict]:
+        r = await system.post("logistics", "/routes/plan", {"date": day, "seconds": 2},
+                              role="dispatcher")
+        assert r.status_code == 200, r.text
+        [result] = r.json()
+        for route in result["routes"]:
+            view = (await system.get("logistics", f"/routes/{route['route_id']}",
+                                     role="dispatcher")).json()
+            if any(s["site"] == site for s in view["stops"]):
+                return route["route_id"], route["driver"], view
+        raise AssertionError(f"no route of {day} stops at {site}: {result}")
+
+    # day 1: the Pinghu crate is collected and brought to the hub (online scans)
+    crate = await crate_at(PINGHU)
+    assert crate["destination"] == "JX-HUB"
+    route_id, driver, _ = await route_of("2026-12-01", PINGHU)
+    r = await system.get("logistics", f"/drivers/{driver}/route?date=2026-12-01",
+                         role="driver", driver=driver)
+    assert r.status_code == 200 and r.json()["route_id"] == route_id
+    other = "D-02" if driver == "D-01" else "D-01"
+    r = await system.get("logistics", f"/drivers/{driver}/route?date=2026-12-01",
+                         role="driver", driver=other)
+    assert r.status_code == 403
+
+    def step(site: str, kind: str, at: str, crate_id: str | None = None,
+             route: str = route_id) -> dict:
+        return {"scan_id": str(uuid.uuid4()), "route_id": route, "site": site, "kind": kind,
+                "crate_id": crate_id, "barcodes": [], "time": at}
+
+    online = [step(PINGHU, "arrive", "2026-12-01T10:00:00+08:00"),
+              step(PINGHU, "load", "2026-12-01T10:05:00+08:00", crate["crate_id"]),
+              step(PINGHU, "depart", "2026-12-01T10:10:00+08:00"),
+              step("JX-HUB", "unload", "2026-12-01T15:00:00+08:00", crate["crate_id"])]
+    for s in online:
+        r = await system.post("logistics", "/scans", s, role="driver", driver=driver)
+        assert r.status_code == 200, r.text
+    r = await system.post("logistics", "/scans", online[1], role="driver", driver=driver)
+    assert r.json()["duplicate"] is True
+    r = await system.post("logistics", "/scans", {**online[0], "scan_id": "x"},
+                          role="driver", driver=other)
+    assert r.status_code == 403
+    [shipment] = (await system.get("logistics", f"/shipments?barcode={barcode}")).json()
+    assert (shipment["status"], shipment["last_site"]) == ("arrived", "JX-HUB")
+
+    # day 2: repacked at the hub for Haining, delivered; the van was offline all day
+    crate = await crate_at("JX-HUB")
+    assert crate["destination"] == HAINING
+    route_id, driver, view = await route_of("2026-12-02", HAINING)
+    assert any(c["crate_id"] == crate["crate_id"]
+               for s in view["stops"] if s["site"] == HAINING for c in s["drop"])
+    batch = [step(HAINING, "depart", "2026-12-02T11:10:00+08:00", route=route_id),
+             step(HAINING, "unload", "2026-12-02T11:05:00+08:00", crate["crate_id"],
+                  route=route_id),
+             step("JX-HUB", "load", "2026-12-02T07:30:00+08:00", crate["crate_id"],
+                  route=route_id),
+             step(HAINING, "arrive", "2026-12-02T11:00:00+08:00", route=route_id)]
+    r = await system.post("logistics", "/scans/batch", {"scans": batch},
+                          role="driver", driver=driver)
+    assert r.status_code == 200, r.text
+    assert (r.json()["applied"], r.json()["refused"]) == (4, 0)
+    r = await system.post("logistics", "/scans/batch", {"scans": batch},
+                          role="driver", driver=driver)
+    assert r.json()["duplicates"] == 4
+
+    async def home():
+        view = await item(system, barcode)
+        return view.get("status") == "available" and view.get("site") == HAINING and view
+
+    view = await eventually(home, what="available at the owner after the route")
+    assert view["open_transfer"] is None
+    delivered = events_of(await read_topic(
+        system.settings, "logistics.shipments", at_least=1,
+        where=lambda rec: rec.key == barcode.encode()), "logistics.shipment_delivered")
+    assert [e["data"]["site"] for e in delivered] == [HAINING]
