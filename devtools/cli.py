@@ -3,6 +3,7 @@
     branchline up                 infrastructure, migrations, demo network, all services
     branchline token --role R     a bearer token for the local signing key
     branchline network load FILE  publish a network file's sites through logistics
+    branchline routes bench       the route planner on VRPLIB instances (gap to best-known)
     branchline bench              the throughput/latency benchmark (devtools/bench/)
     branchline replay --since T   re-publish outbox rows published at or after T
     branchline parked list        records parked for good (never publishable / consumable)
@@ -122,6 +123,15 @@ def cmd_token(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
     return 0
+
+
+def cmd_routes_bench(args: argparse.Namespace) -> int:
+    from devtools import routes_bench
+
+    folder = Path(args.dir) if args.dir else routes_bench.HERE
+    names = args.instances or list(routes_bench.DEFAULT_INSTANCES)
+    return routes_bench.main(names, args.seconds, folder, args.seed,
+                             Path(args.json) if args.json else None, args.reference)
 
 
 def cmd_network_load(args: argparse.Namespace) -> int:
@@ -255,6 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--url", default=os.environ.get(
         "LOGISTICS_URL", f"http://127.0.0.1:{DEFAULT_PORTS['logistics']}"))
     load.set_defaults(func=cmd_network_load)
+
+    routes = sub.add_parser("routes", help="the daily route planner")
+    routes_sub = routes.add_subparsers(dest="routes_command", required=True)
+    rbench = routes_sub.add_parser(
+        "bench", help="the planner on VRPLIB instances: cost, best-known and gap")
+    rbench.add_argument("--seconds", type=float, nargs="+", default=[5.0, 30.0],
+                        help="solver time limits, each run on every instance (default: 5 30)")
+    rbench.add_argument("--instances", nargs="+", default=None,
+                        help="instance names (default: the six of docs/planning.md)")
+    rbench.add_argument("--dir", default=None, help="folder of .vrp/.sol files "
+                        "(default: devtools/bench/vrp)")
+    rbench.add_argument("--seed", type=int, default=0)
+    rbench.add_argument("--json", default=None, help="also write the results to this file")
+    rbench.add_argument("--reference", action="store_true",
+                        help="plan the reference network's demanding day instead (every "
+                             "site has crates), then re-plan it after a change")
+    rbench.set_defaults(func=cmd_routes_bench)
 
     bench = sub.add_parser("bench", help="measure check-in → shipment throughput and latency")
     bench.add_argument("--items", type=int, default=20000,

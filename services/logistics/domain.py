@@ -60,6 +60,8 @@ DEFAULT_VEHICLE_DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat
 
 @dataclass(frozen=True)
 class BookVanStop:
+    """A book van parked at a bookmobile_stop site from `arrive` to `depart` ("HH:MM")."""
+
     site: str
     arrive: str
     depart: str
@@ -93,6 +95,8 @@ class VehicleSpec:
 
 @dataclass(frozen=True)
 class DriverSpec:
+    """A driver and the vehicle they usually drive (None: a relief driver)."""
+
     id: str
     name: str
     vehicle: str | None
@@ -102,9 +106,15 @@ class DriverSpec:
 
 @dataclass(frozen=True)
 class Network:
+    """A whole network file, validated: what loading it and planning routes need."""
+
     sites: list[Site]
     vehicles: list[VehicleSpec]
     drivers: list[DriverSpec]
+
+
+#: The `field` of a problem with a whole entry (not a JSON object), per section.
+_WHOLE_ENTRY = {"sites": "site", "vehicles": "vehicle", "drivers": "driver"}
 
 
 @dataclass(frozen=True)
@@ -118,8 +128,14 @@ class NetworkProblem:
     section: str = "sites"  # sites | vehicles | drivers
 
     def __str__(self) -> str:
-        where = self.site or (f"{self.section}[{self.index}]" if self.index is not None
-                              else "network")
+        """`JX-A: hub: ...` for a site; `vehicle VAN-01: shift: ...` for a vehicle or driver."""
+        if self.site:
+            noun = _WHOLE_ENTRY.get(self.section, "site")
+            where = self.site if noun == "site" else f"{noun} {self.site}"
+        elif self.index is not None and self.index >= 0:
+            where = f"{self.section}[{self.index}]"
+        else:
+            where = "network" if self.index is None else _WHOLE_ENTRY.get(self.section, "entry")
         return f"{where}: {self.field}: {self.message}"
 
     @property
@@ -127,10 +143,11 @@ class NetworkProblem:
         """Where in the document, dotted: `sites.3.opening_hours.tue.0`."""
         if self.index is None:
             return self.section
+        whole = self.field == _WHOLE_ENTRY.get(self.section)
         if self.index < 0:  # a single entry (an HTTP edit): the path is inside it
-            return "" if self.field == "site" else self.field.replace("[", ".").replace("]", "")
+            return "" if whole else self.field.replace("[", ".").replace("]", "")
         parts = [self.section, str(self.index)]
-        if self.field != "site":
+        if not whole:
             parts.append(self.field.replace("[", ".").replace("]", ""))
         return ".".join(parts)
 
@@ -297,17 +314,34 @@ def _flag(check: _SiteCheck, raw: Mapping[str, Any], name: str) -> bool:
 
 def parse_network(document: Any) -> Network:
     """The sites, vehicles and drivers of a network file, or InvalidNetwork naming every
-    bad entry and field at once.
+    bad entry and field at once (one file is all or nothing, so report it all in one go).
 
-    The file is `{"sites": [...], "vehicles": [...], "drivers": [...]}` (a bare list of
-    sites is accepted too; vehicles and drivers are optional). Site codes are unique;
-    every site's `hub` is a site of kind `hub` in the same file (a hub serves itself);
-    coordinates are degrees; opening hours are "HH:MM" pairs with open < close;
-    `service_minutes` defaults by kind (DEFAULT_SERVICE_MINUTES). A vehicle is
-    `{id, name, kind: van|book_van, depot: <hub>, capacity_crates, shift: ["HH:MM",
-    "HH:MM"], days?}`; a book van also names its `site` (kind `book_van`) and a
-    `timetable` of `{day, week?, stops: [{site, arrive, depart}]}` over sites of kind
-    `bookmobile_stop`. A driver is `{id, name, vehicle?, phone?}`.
+    The file (a bare list of sites is accepted too)::
+
+        {"network": str, "description": str,
+         "sites": [{"code", "name", "kind", "lat", "lon", "hub", "opening_hours",
+                    "courier_days", "floating_group"?, "active"? (true),
+                    "address"? (null), "service_minutes"? (0..240, default by kind:
+                    DEFAULT_SERVICE_MINUTES)}],
+         "vehicles"?: [{"id", "name", "kind": "van" | "book_van" (van),
+                        "depot": <code of a hub>, "capacity_crates": 1..1000,
+                        "shift": ["HH:MM", "HH:MM"] (start < end),
+                        "days"? (mon..sat), "active"? (true),
+                        book_van only: "site": <code of kind book_van>,
+                        "timetable": [{"day": weekday, "week": 1..5 | null (every week),
+                                       "stops": [{"site": <code of kind bookmobile_stop>,
+                                                  "arrive": "HH:MM",
+                                                  "depart": "HH:MM"}]}]}],
+         "drivers"?: [{"id", "name", "vehicle": <vehicle id> | null, "phone"?: str | null,
+                       "active"? (true)}]}
+
+    Codes and ids are unique in their section. A site's `hub` is a site of kind `hub` (a
+    hub serves itself); coordinates are degrees; opening hours map weekdays to "HH:MM"
+    pairs with open < close (a missing day is closed). A book van is a moving site: the
+    site it names is driven by exactly one book_van vehicle (loans on board are that
+    site's events), and its stops are in time order with arrive < depart. Cross
+    references are checked against what each entry declares, so one bad site is reported
+    once, not again by every vehicle that names it.
     """
     raw_sites = document.get("sites") if isinstance(document, Mapping) else document
     if not isinstance(raw_sites, list) or not raw_sites:
@@ -328,41 +362,58 @@ def parse_network(document: Any) -> Network:
             continue
         first_index[site.code] = index
         sites.append((index, site))
-    kinds = {site.code: site.kind for _, site in sites}
+    declared = _declared(raw_sites, "code", "kind")
     for index, site in sites:
-        if site.hub not in kinds:
-            if site.hub not in {_code_of(r) for r in raw_sites}:
-                problems.append(NetworkProblem(index, site.code, "hub",
-                                               f"refers to {site.hub!r}, which is not in the file"))
-        elif kinds[site.hub] != "hub":
+        if site.hub not in declared:
             problems.append(NetworkProblem(index, site.code, "hub",
-                                           f"{site.hub!r} is a {kinds[site.hub]}, not a hub"))
-    vehicles = _entries(document, "vehicles", problems,
-                        lambda i, raw: _vehicle(i, raw, kinds), "id")
-    drivers = _entries(document, "drivers", problems,
-                       lambda i, raw: _driver(i, raw, {v.id for v in vehicles}), "id")
-    served = {v.site for v in vehicles if v.site}
-    for index, site in sites:
-        if site.kind == "book_van" and site.code not in served:
-            problems.append(NetworkProblem(index, site.code, "kind",
-                                           "a book_van site needs a book_van vehicle whose "
-                                           "`site` it is"))
+                                           f"refers to {site.hub!r}, which is not in the file"))
+        elif declared[site.hub] != "hub":
+            problems.append(NetworkProblem(index, site.code, "hub",
+                                           f"{site.hub!r} is a {declared[site.hub]}, not a hub"))
+    raw_vehicles = _section(document, "vehicles", problems)
+    vehicles = _entries(raw_vehicles, "vehicles", problems,
+                        lambda i, raw: _vehicle(i, raw, declared))
+    vehicle_ids = _declared(raw_vehicles, "id", "id").keys()
+    drivers = _entries(_section(document, "drivers", problems), "drivers", problems,
+                       lambda i, raw: _driver(i, raw, vehicle_ids))
+    problems.extend(_book_van_sites(sites, raw_vehicles, vehicles))
     if problems:
         raise InvalidNetwork(problems)
     return Network([site for _, site in sites], vehicles, drivers)
 
 
 def validate_network(document: Any) -> list[Site]:
-    """The sites of a network file (see parse_network), or InvalidNetwork."""
+    """The sites of a network file (see parse_network for the format), or InvalidNetwork."""
     return parse_network(document).sites
 
 
-def _entries(document: Any, section: str, problems: list[NetworkProblem],
-             parse: Any, key: str) -> list[Any]:
+def _declared(raw: Sequence[Any], key: str, value: str) -> dict[str, str]:
+    """`key` -> `value` of every entry that states both as strings (the first one wins)."""
+    found: dict[str, str] = {}
+    for entry in raw:
+        if isinstance(entry, Mapping):
+            k, v = entry.get(key), entry.get(value)
+            if isinstance(k, str) and isinstance(v, str) and k.strip():
+                found.setdefault(k.strip(), v.strip())
+    return found
+
+
+def _section(document: Any, section: str, problems: list[NetworkProblem]) -> list[Any]:
     raw = document.get(section, []) if isinstance(document, Mapping) else []
-    if not isinstance(raw, list):
-        problems.append(NetworkProblem(None, None, section, "must be a list"))
+    if raw is None:
         return []
+    if not isinstance(raw, list):
+        problems.append(NetworkProblem(None, None, section, "must be a list", section))
+        return []
+    return raw
+
+
+_Entry = tuple[Any, list[NetworkProblem]]
+
+
+def _entries(raw: Sequence[Any], section: str, problems: list[NetworkProblem],
+             parse: Callable[[int, Any], _Entry]) -> list[Any]:
+    """Every entry of a section parsed; ids unique (a duplicate is named, not kept)."""
     found: list[Any] = []
     seen: dict[str, int] = {}
     for index, entry in enumerate(raw):
@@ -370,14 +421,45 @@ def _entries(document: Any, section: str, problems: list[NetworkProblem],
         problems.extend(bad)
         if parsed is None:
             continue
-        ident = getattr(parsed, key)
-        if ident in seen:
-            problems.append(NetworkProblem(index, ident, key, f"duplicate id (first at "
-                                           f"{section}[{seen[ident]}])", section))
+        if parsed.id in seen:
+            problems.append(NetworkProblem(index, parsed.id, "id", f"duplicate id (first at "
+                                           f"{section}[{seen[parsed.id]}])", section))
             continue
-        seen[ident] = index
+        seen[parsed.id] = index
         found.append(parsed)
     return found
+
+
+def _book_van_sites(sites: Sequence[tuple[int, Site]], raw_vehicles: Sequence[Any],
+                    vehicles: Sequence[VehicleSpec]) -> list[NetworkProblem]:
+    """A site of kind book_van is driven by exactly one book_van vehicle: its loans are
+    branch events from that one van, and planning needs to know where the van is."""
+    problems: list[NetworkProblem] = []
+    driven_by: dict[str, list[str]] = {}
+    for vehicle in vehicles:
+        if vehicle.site:
+            driven_by.setdefault(vehicle.site, []).append(vehicle.id)
+    index_of: dict[Any, int] = {}
+    named: set[Any] = set()
+    for n, entry in enumerate(raw_vehicles):
+        if isinstance(entry, Mapping):
+            ident = entry.get("id")
+            index_of.setdefault(ident.strip() if isinstance(ident, str) else ident, n)
+            named.add(entry.get("site"))
+    for index, site in sites:
+        if site.kind != "book_van":
+            continue
+        drivers = driven_by.get(site.code, [])
+        if not drivers and site.code not in named:
+            problems.append(NetworkProblem(index, site.code, "kind",
+                                           "a book_van site needs a book_van vehicle whose "
+                                           "`site` it is"))
+        for extra in drivers[1:]:
+            problems.append(NetworkProblem(
+                index_of.get(extra), extra, "site",
+                f"{site.code!r} is already the site of vehicle {drivers[0]!r} (a book van "
+                f"site has exactly one vehicle)", "vehicles"))
+    return problems
 
 
 def _hhmm(check: _SiteCheck, value: Any, where: str) -> str | None:
@@ -484,7 +566,7 @@ def _timetable(check: _SiteCheck, raw: Any, sites: Mapping[str, str]) -> list[Bo
     return days
 
 
-def _driver(index: int, raw: Any, vehicles: set[str] | frozenset[str] | Any,
+def _driver(index: int, raw: Any, vehicles: Collection[str],
             ) -> tuple[DriverSpec | None, list[NetworkProblem]]:
     if not isinstance(raw, Mapping):
         return None, [NetworkProblem(index, None, "driver", "must be a JSON object",
@@ -537,11 +619,6 @@ def validate_driver(raw: Any, *, vehicles: Collection[str]) -> DriverSpec:
     """One driver on its own; `vehicles` are the network's vehicle ids."""
     driver: DriverSpec = _single(_driver(-1, raw, vehicles))
     return driver
-
-
-def _code_of(raw: Any) -> str | None:
-    code = raw.get("code") if isinstance(raw, Mapping) else None
-    return code.strip() if isinstance(code, str) else None
 
 
 def site_kind(value: str) -> SiteKind:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from devtools import routes_bench
 from services.logistics.spec import SPEC
 from tests.support import (
     Infra,
@@ -328,3 +330,15 @@ async def test_dispatcher_edits_are_validated_and_announced(infra: Infra) -> Non
         subjects = [(e["type"], e["subject"]) for e in events_of(records)]
         assert ("network.vehicle_upserted", "VAN-9") in subjects
         assert ("network.driver_upserted", "D-9") in subjects
+
+
+def test_the_reference_network_plans_a_demanding_day() -> None:
+    """Jiaxing's size, every site with crates the same day: a plan our check accepts,
+    and a re-plan after a change that keeps drivers' stops where it costs little."""
+    report = routes_bench.plan_reference(seconds=8, out=io.StringIO())
+    assert report["feasible"] and report["unplanned_before_solving"] == []
+    assert report["stops"] == 267  # 265 library sites + the 2 book vans restocked
+    assert report["routes"] <= report["vans"] == 12
+    stable, free = report["replan_with_penalty"], report["replan_without_penalty"]
+    assert stable["feasible"] and free["feasible"]
+    assert stable["kept_share"] > 0.8 and stable["kept"] > free["kept"]

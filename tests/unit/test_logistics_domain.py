@@ -203,3 +203,85 @@ def test_validation_does_not_touch_its_input() -> None:
     before = copy.deepcopy(document)
     validate_network(document)
     assert document == before
+
+
+# --- vehicles, drivers, book vans -----------------------------------------------------------
+
+
+def fleet_network(vehicles: list[dict[str, Any]], drivers: list[dict[str, Any]] | None = None,
+                  *extra: dict[str, Any]) -> dict[str, Any]:
+    doc = network(site("JX-A"), *extra)
+    doc["vehicles"] = vehicles
+    doc["drivers"] = drivers or []
+    return doc
+
+
+VAN = {"id": "VAN-1", "name": "Van 1", "kind": "van", "depot": "JX-HUB",
+       "capacity_crates": 40, "shift": ["07:00", "17:00"]}
+
+
+def fleet_problems(document: Any) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidNetwork) as caught:
+        domain.parse_network(document)
+    return [(p.path, p.message) for p in caught.value.problems]
+
+
+def test_a_fleet_parses_with_defaults() -> None:
+    parsed = domain.parse_network(fleet_network(
+        [VAN], [{"id": "D-1", "name": "Driver", "vehicle": "VAN-1"}]))
+    [van] = parsed.vehicles
+    assert (van.shift_start, van.shift_end, van.days, van.active) == (
+        "07:00", "17:00", ["mon", "tue", "wed", "thu", "fri", "sat"], True)
+    assert parsed.drivers[0].vehicle == "VAN-1"
+    # service minutes default by kind; a site may say its own
+    assert {s.code: s.service_minutes for s in parsed.sites} == {"JX-HUB": 20, "JX-A": 10}
+
+
+@pytest.mark.parametrize(("change", "path"), [
+    ({"depot": "JX-A"}, "vehicles.0.depot"),
+    ({"capacity_crates": 0}, "vehicles.0.capacity_crates"),
+    ({"capacity_crates": True}, "vehicles.0.capacity_crates"),
+    ({"shift": ["17:00", "07:00"]}, "vehicles.0.shift"),
+    ({"shift": ["7am", "17:00"]}, "vehicles.0.shift.0"),
+    ({"days": ["mon", "someday"]}, "vehicles.0.days.1"),
+    ({"kind": "truck"}, "vehicles.0.kind"),
+    ({"site": "JX-A"}, "vehicles.0.site"),
+])
+def test_each_bad_vehicle_field_is_named(change: dict[str, Any], path: str) -> None:
+    assert path in [p for p, _ in fleet_problems(fleet_network([{**VAN, **change}]))]
+
+
+def test_drivers_name_existing_vehicles_and_ids_are_unique() -> None:
+    found = fleet_problems(fleet_network(
+        [VAN, VAN], [{"id": "D-1", "name": "A", "vehicle": "VAN-9"}]))
+    paths = [p for p, _ in found]
+    assert "vehicles.1.id" in paths and "drivers.0.vehicle" in paths
+
+
+def test_a_book_van_needs_its_site_and_stops_of_the_network() -> None:
+    van_site = site("JX-BV", kind="book_van")
+    stop = site("JX-BM", kind="bookmobile_stop")
+    book_van = {**VAN, "id": "BV-1", "kind": "book_van", "site": "JX-BV", "timetable": [
+        {"day": "tue", "week": 2, "stops": [{"site": "JX-BM", "arrive": "09:00",
+                                             "depart": "11:00"}]}]}
+    parsed = domain.parse_network(fleet_network([book_van], None, van_site, stop))
+    assert parsed.vehicles[0].timetable[0].week == 2
+    bad = {**book_van, "timetable": [{"day": "tue", "week": 9, "stops": [
+        {"site": "JX-A", "arrive": "11:00", "depart": "09:00"}]}]}
+    paths = [p for p, _ in fleet_problems(fleet_network([bad], None, van_site, stop))]
+    assert {"vehicles.0.timetable.0.week", "vehicles.0.timetable.0.stops.0.site",
+            "vehicles.0.timetable.0.stops.0"} <= set(paths)
+    # a book_van site no vehicle drives is named
+    paths = [p for p, _ in fleet_problems(fleet_network([VAN], None, van_site))]
+    assert "sites.2.kind" in paths
+
+
+def test_single_edits_report_paths_inside_the_body() -> None:
+    with pytest.raises(InvalidNetwork) as caught:
+        domain.validate_vehicle({**VAN, "capacity_crates": -1},
+                                sites={"JX-HUB": "hub"})
+    assert [p.path for p in caught.value.problems] == ["capacity_crates"]
+    with pytest.raises(InvalidNetwork) as caught:
+        domain.validate_site(site("JX-B", hub="JX-A"), hubs={"JX-A": "town"})
+    assert [p.path for p in caught.value.problems] == ["hub"]
+    assert domain.validate_driver({"id": "D-2", "name": "B"}, vehicles=set()).vehicle is None
