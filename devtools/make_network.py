@@ -6,7 +6,7 @@ Jiaxing's "general library + branches" system (../shared/notes/workload.md): 1 c
 library, 5 county libraries, 66 town branches, 88 village branches, 105 smart study
 rooms — 265 library sites — served from one logistics hub by 12 delivery vans, plus 2
 book vans with monthly stops. Coordinates are plausible, not surveyed: towns within
-5–18 km of their county seat (or the city), villages within 2–6 km of their town,
+5-18 km of their county seat (or the city), villages within 2-6 km of their town,
 smart study rooms mostly in the urban areas. Town names are real where known.
 """
 

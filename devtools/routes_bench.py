@@ -4,8 +4,8 @@ Each instance is read with vrplib, turned into our own `routing.Problem`, solved
 the same adapter the service uses (services/logistics/solver.py) and checked by the same
 independent check (routing.check), so a gap printed here is the planner's, not PyVRP's
 alone. Conventions as in the literature: CVRP (Uchoa et al. X set) distances rounded to
-the nearest integer, fleet ⌈1.25·k⌉; Solomon and Gehring–Homberger VRPTW under the DIMACS
-rule (distances and times truncated to one decimal, so scaled ×10 here), fleet =
+the nearest integer, fleet ⌈1.25·k⌉; Solomon and Gehring-Homberger VRPTW under the DIMACS
+rule (distances and times truncated to one decimal, so scaled x10 here), fleet =
 VEHICLES, objective = distance.
 """
 
@@ -67,7 +67,7 @@ def read(name: str, folder: Path = HERE) -> Instance:
     demand = [int(d) for d in data["demand"]]
     capacity = int(data["capacity"])
     depots = [int(d) for d in np.atleast_1d(data["depot"])]
-    if "time_window" in data:  # Solomon / Gehring–Homberger: DIMACS, one decimal
+    if "time_window" in data:  # Solomon / Gehring-Homberger: DIMACS, one decimal
         scale = 10
         matrix = np.floor(weights * scale + 1e-9).astype(np.int64)
         windows = (np.asarray(data["time_window"], dtype=float) * scale).astype(np.int64)
@@ -162,8 +162,8 @@ def main(names: Sequence[str], seconds: Sequence[float], folder: Path, seed: int
 
 
 def reference_input(day: Any, demand_seed: int = 7) -> Any:
-    """The reference network's planning input for `day` with crates at every site: 1–3
-    to drop and 0–2 to collect (the 'every site has crates' day of the acceptance test),
+    """The reference network's planning input for `day` with crates at every site: 1-3
+    to drop and 0-2 to collect (the 'every site has crates' day of the acceptance test),
     built with the service's own code minus the database."""
     import random
     from datetime import UTC, datetime

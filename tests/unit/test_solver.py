@@ -14,7 +14,7 @@ H = 3600
 
 
 def grid_problem(previous: dict[str, str] | None = None, penalty: int = 0) -> Problem:
-    """A depot and 8 stops on a 3×3 grid, two vans; one stop has a lunch break."""
+    """A depot and 8 stops on a 3x3 grid, two vans; one stop has a lunch break."""
     points = [(x, y) for x in range(3) for y in range(3)]
     minutes = [[(abs(a[0] - b[0]) + abs(a[1] - b[1])) * 900 for b in points] for a in points]
     stops = tuple(
