@@ -373,7 +373,8 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
     settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, database_url=pg.url)
     stack = Stack(settings, base, {n: free_port() for n in SERVICES}, base / "logs",
                   extra_env={"KAFKA_SESSION_TIMEOUT_MS": "2000",
-                             "KAFKA_HEARTBEAT_INTERVAL_MS": "500", "LOG_LEVEL": "WARNING"})
+                             "KAFKA_HEARTBEAT_INTERVAL_MS": "500", "LOG_LEVEL": "WARNING",
+                             "ROUTE_PLAN_AT": ""})
     stack.database_url, stack.kafka_bootstrap = pg.url, kafka.bootstrap
     try:
         say("  starting the four services ...")

@@ -47,6 +47,7 @@ async def system(infra: Infra) -> AsyncIterator[E2E]:
             "BRANCHLINE_SIGNING_KEY": SIGNING_KEY,
             "KAFKA_SESSION_TIMEOUT_MS": "2000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "ROUTE_PLAN_AT": "",  # routes are planned by the tests that mean to
             "LOG_LEVEL": "INFO",
         },
     )

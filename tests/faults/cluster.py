@@ -53,6 +53,7 @@ class Cluster:
             "KAFKA_TOPIC_PREFIX": self.prefix, "PORT": str(self.ports[name]),
             "BRANCHLINE_SIGNING_KEY": SIGNING_KEY, "PYTHONUNBUFFERED": "1",
             "KAFKA_SESSION_TIMEOUT_MS": "2000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "ROUTE_PLAN_AT": "",
             "LOG_LEVEL": "WARNING",
         })
         log = open(self.base / f"{name}.log", "ab")

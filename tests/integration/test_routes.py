@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from devtools import routes_bench
+from services.logistics.handlers import planned_today
 from services.logistics.spec import SPEC
 from tests.support import (
     Infra,
@@ -35,7 +38,7 @@ def site(code: str, lat: float, lon: float, *, kind: str = "town",
          hours: dict[str, Any] | None = None, courier: list[str] | None = None) -> dict:
     return {"code": code, "name": f"Site {code}", "kind": kind, "lat": lat, "lon": lon,
             "hub": "HUB", "opening_hours": hours or OPEN,
-            "courier_days": courier if courier is not None else WEEK[:6],
+            "courier_days": courier if courier is not None else WEEK,
             "address": f"{code} street 1"}
 
 
@@ -50,7 +53,7 @@ def network(*, vans: int = 2, capacity: int = 20, extra: list[dict] | None = Non
             *(extra or []),
         ],
         "vehicles": [{"id": f"VAN-{n}", "name": f"Van {n}", "kind": "van", "depot": "HUB",
-                      "capacity_crates": capacity, "shift": ["07:00", "18:00"]}
+                      "capacity_crates": capacity, "shift": ["07:00", "18:00"], "days": WEEK}
                      for n in range(1, vans + 1)],
         "drivers": [{"id": f"D-{n}", "name": f"Driver {n}", "vehicle": f"VAN-{n}"}
                     for n in range(1, vans + 1)],
@@ -342,3 +345,69 @@ def test_the_reference_network_plans_a_demanding_day() -> None:
     stable, free = report["replan_with_penalty"], report["replan_without_penalty"]
     assert stable["feasible"] and free["feasible"]
     assert stable["kept_share"] > 0.8 and stable["kept"] > free["kept"]
+
+
+async def test_a_route_visiting_both_ends_takes_items_direct(infra: Infra) -> None:
+    settings = await new_env(infra)
+    doc = network(vans=1)
+    for entry in doc["sites"]:  # A opens in the morning, C in the afternoon: A comes first
+        if entry["code"] in ("A", "C"):
+            hours = ["08:00", "11:00"] if entry["code"] == "A" else ["13:00", "18:00"]
+            entry["opening_hours"] = {day: [hours] for day in WEEK}
+    async with running_service(SPEC, settings) as client:
+        await client.post("/network", json=doc, headers=DISPATCHER)
+        await produce(settings, "circulation.transfers", [
+            transfer("T-0", "I-0", "HUB", "C"), transfer("T-1", "I-1", "A", "C")])
+        await shipments_created(client, ["I-0", "I-1"])
+        r = await client.post("/sites/A/pack", headers=DISPATCHER)
+        [crate] = r.json()["crates"]
+        assert crate["destination"] == "HUB"  # no plan yet: via the hub
+        today = datetime.now(UTC).astimezone(ZoneInfo(settings.timezone)).date()
+        await produce(settings, "circulation.transfers", [transfer("T-2", "I-2", "A", "C")])
+        await shipments_created(client, ["I-2"])
+        result = await plan(client, day=today)
+        [route] = [r for r in result["routes"] if r["stops_total"]]
+        stops = [s["site"] for s in (await client.get(
+            f"/routes/{route['route_id']}", headers=DISPATCHER)).json()["stops"]]
+        r = await client.post("/sites/A/pack", headers=DISPATCHER)
+        [direct] = r.json()["crates"]
+        assert stops.index("A") < stops.index("C")
+        # today's route goes from A to C: the new item goes straight there, in a new crate
+        assert (direct["destination"], direct["items"]) == ("C", 1)
+
+
+async def test_an_unserved_stop_goes_into_the_next_plan(infra: Infra) -> None:
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        await client.post("/network", json=network(vans=1), headers=DISPATCHER)
+        await produce(settings, "circulation.transfers", [transfer("T-1", "I-1", "HUB", "B")])
+        await shipments_created(client, ["I-1"])
+        [route] = (await plan(client))["routes"]
+        driver = token("driver", driver="D-1")
+        r = await client.post(f"/routes/{route['route_id']}/stops/1/unserved",
+                              json={"reason": "closed for a staff meeting"}, headers=driver)
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], r.json()["stops_unserved"]) == ("completed", 1)
+        r = await client.post(f"/routes/{route['route_id']}/stops/1/unserved",
+                              json={"reason": "again"}, headers=token("driver", driver="D-2"))
+        assert r.status_code == 403
+        records = await read_topic(settings, "logistics.routes", at_least=2, settle=1.0)
+        [done] = events_of(records, "logistics.route_completed")
+        assert (done["data"]["completed_stops"], done["data"]["unserved_stops"]) == (0, 1)
+        tuesday = await plan(client, day=MONDAY + timedelta(days=1))
+        [again] = tuesday["routes"]
+        assert again["stops_total"] == 1
+
+
+async def test_the_day_is_planned_on_schedule_once(infra: Infra) -> None:
+    settings = await new_env(infra, route_plan_at="00:00", route_solve_seconds=1)
+    async with running_service(SPEC, settings) as client:
+        await client.post("/network", json=network(vans=1), headers=DISPATCHER)
+        await produce(settings, "circulation.transfers", [transfer("T-1", "I-1", "HUB", "A")])
+        await shipments_created(client, ["I-1"])
+        await asyncio.gather(planned_today(client.service), planned_today(client.service))
+        await planned_today(client.service)
+        today = datetime.now(UTC).astimezone(ZoneInfo(settings.timezone)).date()
+        r = await client.get("/plans", params={"date": today.isoformat()}, headers=DISPATCHER)
+        [made] = r.json()
+        assert made["requested_by"] == "schedule"

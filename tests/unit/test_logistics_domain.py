@@ -285,3 +285,133 @@ def test_single_edits_report_paths_inside_the_body() -> None:
         domain.validate_site(site("JX-B", hub="JX-A"), hubs={"JX-A": "town"})
     assert [p.path for p in caught.value.problems] == ["hub"]
     assert domain.validate_driver({"id": "D-2", "name": "B"}, vehicles=set()).vehicle is None
+
+
+BOOK_VAN = {**VAN, "id": "BV-1", "kind": "book_van", "site": "JX-BV", "timetable": [
+    {"day": "tue", "week": None, "stops": [
+        {"site": "JX-BM", "arrive": "09:00", "depart": "11:00"},
+        {"site": "JX-BM2", "arrive": "13:30", "depart": "15:00"}]}]}
+BOOK_VAN_SITES = (site("JX-BV", kind="book_van"), site("JX-BM", kind="bookmobile_stop"),
+                  site("JX-BM2", kind="bookmobile_stop"))
+
+
+def test_service_minutes_and_address_default_by_kind() -> None:
+    kinds = ["central", "county", "town", "village", "smart_room", "book_van",
+             "bookmobile_stop"]
+    doc = network(*(site(f"JX-{n}", kind=kind) for n, kind in enumerate(kinds)),
+                  site("JX-OWN", service_minutes=0, address="  1 Main St  "))
+    doc["vehicles"] = [{**BOOK_VAN, "site": "JX-5", "timetable": []}]
+    parsed = {s.code: s for s in domain.parse_network(doc).sites}
+    assert {parsed[f"JX-{n}"].kind: parsed[f"JX-{n}"].service_minutes
+            for n in range(len(kinds))} == {
+        k: v for k, v in domain.DEFAULT_SERVICE_MINUTES.items() if k != "hub"}
+    assert parsed["JX-HUB"].service_minutes == 20
+    assert (parsed["JX-OWN"].service_minutes, parsed["JX-OWN"].address) == (0, "1 Main St")
+    assert parsed["JX-1"].address is None
+
+
+@pytest.mark.parametrize(("change", "path"), [
+    ({"service_minutes": 241}, "sites.1.service_minutes"),
+    ({"service_minutes": -1}, "sites.1.service_minutes"),
+    ({"service_minutes": 7.5}, "sites.1.service_minutes"),
+    ({"service_minutes": True}, "sites.1.service_minutes"),
+    ({"address": 12}, "sites.1.address"),
+    ({"kind": "bus"}, "sites.1.kind"),
+])
+def test_each_bad_site_field_is_named_with_its_path(change: dict[str, Any], path: str) -> None:
+    assert fleet_problems(network(site("JX-A", **change)))[0][0] == path
+
+
+@pytest.mark.parametrize(("vehicle", "path"), [
+    ({**VAN, "timetable": BOOK_VAN["timetable"]}, "vehicles.0.timetable"),
+    ({**BOOK_VAN, "site": None}, "vehicles.0.site"),
+    ({**BOOK_VAN, "site": "JX-BM"}, "vehicles.0.site"),
+    ({**BOOK_VAN, "timetable": "monthly"}, "vehicles.0.timetable"),
+    ({**BOOK_VAN, "timetable": [{"day": "tue", "stops": []}]}, "vehicles.0.timetable.0.stops"),
+    ({**BOOK_VAN, "timetable": [{"day": "someday", "stops": [
+        {"site": "JX-BM", "arrive": "09:00", "depart": "10:00"}]}]},
+     "vehicles.0.timetable.0.day"),
+    ({**BOOK_VAN, "timetable": [{"day": "tue", "stops": [
+        {"site": "JX-BM", "arrive": "13:00", "depart": "14:00"},
+        {"site": "JX-BM2", "arrive": "09:00", "depart": "10:00"}]}]},
+     "vehicles.0.timetable.0.stops.1"),
+    ({**BOOK_VAN, "timetable": [{"day": "tue", "stops": [
+        {"site": "JX-BM", "arrive": "9:00", "depart": "10:00"}]}]},
+     "vehicles.0.timetable.0.stops.0.arrive"),
+    ({**VAN, "shift": "07:00-17:00"}, "vehicles.0.shift"),
+    ({**VAN, "days": "mon"}, "vehicles.0.days"),
+    ({**VAN, "active": "yes"}, "vehicles.0.active"),
+    ({**VAN, "name": ""}, "vehicles.0.name"),
+    ({k: v for k, v in VAN.items() if k != "depot"}, "vehicles.0.depot"),
+    ("VAN-1", "vehicles.0"),
+])
+def test_each_bad_book_van_field_is_named(vehicle: Any, path: str) -> None:
+    found = fleet_problems(fleet_network([vehicle], None, *BOOK_VAN_SITES))
+    assert path in [p for p, _ in found], found
+
+
+@pytest.mark.parametrize(("driver", "path"), [
+    ({"id": "D-1", "name": "A", "vehicle": "VAN-1", "phone": 573}, "drivers.0.phone"),
+    ({"id": "D-1", "name": "A", "vehicle": "VAN-1", "active": 1}, "drivers.0.active"),
+    ({"id": "D-1", "vehicle": "VAN-1"}, "drivers.0.name"),
+    ({"name": "A"}, "drivers.0.id"),
+    (["D-1"], "drivers.0"),
+])
+def test_each_bad_driver_field_is_named(driver: Any, path: str) -> None:
+    assert [p for p, _ in fleet_problems(fleet_network([VAN], [driver]))] == [path]
+
+
+def test_a_book_van_site_is_driven_by_exactly_one_vehicle() -> None:
+    doc = fleet_network([BOOK_VAN, {**BOOK_VAN, "id": "BV-2"}], None, *BOOK_VAN_SITES)
+    assert fleet_problems(doc) == [("vehicles.1.site", "'JX-BV' is already the site of "
+                                    "vehicle 'BV-1' (a book van site has exactly one vehicle)")]
+    parsed = domain.parse_network(fleet_network([BOOK_VAN], None, *BOOK_VAN_SITES))
+    [van] = parsed.vehicles
+    assert (van.site, [s.site for s in van.timetable[0].stops]) == ("JX-BV", ["JX-BM", "JX-BM2"])
+    assert van.timetable[0].week is None
+
+
+def test_sections_that_are_not_lists_are_named() -> None:
+    doc = network(site("JX-A"))
+    doc["vehicles"], doc["drivers"] = {"VAN-1": VAN}, "none"
+    assert [p for p, _ in fleet_problems(doc)] == ["vehicles", "drivers"]
+    assert domain.parse_network({**network(site("JX-A")), "vehicles": None}).vehicles == []
+
+
+def test_one_bad_site_is_not_reported_again_by_what_refers_to_it() -> None:
+    hub = site("JX-HUB", kind="hub", lat=95)
+    doc = {"sites": [hub, site("JX-A")], "vehicles": [VAN],
+           "drivers": [{"id": "D-1", "name": "A", "vehicle": "VAN-1"}]}
+    assert [p for p, _ in fleet_problems(doc)] == ["sites.0.lat"]
+    doc = {"sites": [site("JX-HUB", kind="hub")], "vehicles": [{**VAN, "capacity_crates": 0}],
+           "drivers": [{"id": "D-1", "name": "A", "vehicle": "VAN-1"}]}
+    assert [p for p, _ in fleet_problems(doc)] == ["vehicles.0.capacity_crates"]
+
+
+def test_messages_name_the_vehicle_or_driver() -> None:
+    with pytest.raises(InvalidNetwork) as caught:
+        domain.parse_network(fleet_network(
+            [{**VAN, "shift": ["18:00", "07:00"]}],
+            [{"id": "D-1", "name": "A", "vehicle": "VAN-9"}]))
+    text = str(caught.value)
+    assert "vehicle VAN-1: shift: starts at 18:00 but ends at 07:00" in text
+    assert "driver D-1: vehicle: 'VAN-9' is not a vehicle of the network" in text
+
+
+def test_single_vehicle_and_driver_edits_are_checked_against_the_network() -> None:
+    kinds = {"JX-HUB": "hub", "JX-BV": "book_van", "JX-BM": "bookmobile_stop",
+             "JX-BM2": "bookmobile_stop"}
+    assert domain.validate_vehicle(BOOK_VAN, sites=kinds).kind == "book_van"
+    with pytest.raises(InvalidNetwork) as caught:
+        domain.validate_vehicle({**VAN, "depot": "JX-BV"}, sites=kinds)
+    assert [p.path for p in caught.value.problems] == ["depot"]
+    with pytest.raises(InvalidNetwork) as caught:
+        domain.validate_driver({"id": "D-1", "name": "A", "vehicle": "VAN-1"},
+                               vehicles={"BV-1"})
+    assert [(p.path, str(p)) for p in caught.value.problems] == [
+        ("vehicle", "driver D-1: vehicle: 'VAN-1' is not a vehicle of the network")]
+    with pytest.raises(InvalidNetwork) as caught:
+        domain.validate_site("JX-A", hubs=kinds)
+    assert [p.path for p in caught.value.problems] == [""]
+    # a new hub serves itself
+    assert domain.validate_site(site("JX-H2", kind="hub", hub="JX-H2"), hubs={}).kind == "hub"
