@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
-from services.logistics import domain
+from services.logistics import domain, handlers
+from services.logistics.models import Site, Vehicle
+from shared.service.settings import Settings
 
 HUBS = {"HUB": "HUB", "A": "HUB", "B": "HUB", "HUB2": "HUB2", "X": "HUB2"}
 MONDAY = date(2026, 11, 30)
@@ -126,3 +130,27 @@ def test_route_progress_and_book_van_timetables() -> None:
     assert not domain.timetable_applies({"day": "tue", "week": 1}, second_tuesday)
     assert domain.timetable_applies({"day": "tue", "week": None}, second_tuesday)
     assert not domain.timetable_applies({"day": "wed", "week": None}, second_tuesday)
+
+
+def test_a_supplied_travel_matrix_replaces_the_estimate(tmp_path: Path) -> None:
+    now = datetime(2026, 11, 30, 5, 0, tzinfo=UTC)
+    hours = {day: [["08:00", "18:00"]] for day in domain.WEEKDAYS}
+    sites = {code: Site(code=code, name=code, kind="hub" if code == "HUB" else "town",
+                        lat=30.7 + n / 10, lon=120.7, hub="HUB", opening_hours=hours,
+                        courier_days=list(domain.WEEKDAYS), updated_at=now)
+             for n, code in enumerate(["HUB", "A", "B"])}
+    van = Vehicle(vehicle_id="V1", name="V1", kind="van", depot="HUB", capacity_crates=10,
+                  shift_start="07:00", shift_end="18:00", days=list(domain.WEEKDAYS),
+                  timetable=[], updated_at=now)
+    demand = {c: domain.Demand(drop=1, collect=0, oldest=now) for c in ("A", "B")}
+    data = handlers.PlanningInput(MONDAY, "HUB", sites, [van], {}, demand, {})
+    estimated = handlers.build_problem(data, Settings(), now).problem
+    assert 1000 < estimated.duration[0][1] < 2000  # ~11 km x 1.3 at 40 km/h
+    matrix = tmp_path / "roads.json"
+    matrix.write_text(json.dumps({"sites": ["HUB", "A"], "minutes": [[0, 42], [40, 0]],
+                                  "km": [[0, 31.5], [30, 0]]}))
+    supplied = handlers.build_problem(
+        data, Settings(travel_matrix_file=matrix), now)
+    assert supplied.problem.duration[0][1] == 42 * 60 and supplied.problem.duration[1][0] == 40 * 60
+    assert supplied.metres[0][1] == 31500
+    assert supplied.problem.duration[0][2] == estimated.duration[0][2]  # B not in the file
