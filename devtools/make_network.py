@@ -18,6 +18,7 @@ and north of the Qiantang estuary and Hangzhou Bay shore.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -118,7 +119,7 @@ BOOK_VANS = [("01", "tue", ("HN", "HY"), ["mon", "fri"]),
 
 def shore_lat(lon: float) -> float:
     """Latitude of the bay shore at `lon` (piecewise linear over SHORE)."""
-    for (lon0, lat0), (lon1, lat1) in zip(SHORE, SHORE[1:], strict=False):
+    for (lon0, lat0), (lon1, lat1) in itertools.pairwise(SHORE):
         if lon <= lon1:
             t = max(0.0, (lon - lon0) / (lon1 - lon0))
             return lat0 + t * (lat1 - lat0)
