@@ -270,6 +270,12 @@ async def upsert_vehicle(uow: SqlUnitOfWork, vehicle_id: str, raw: Any) -> domai
     """Create or change one vehicle and announce it."""
     kinds = dict((await uow.session.exec(select(Site.code, Site.kind))).all())
     vehicle = domain.validate_vehicle(_with_key(raw, "id", vehicle_id), sites=kinds)
+    if vehicle.site is not None:
+        other = (await uow.session.exec(select(Vehicle.vehicle_id).where(
+            col(Vehicle.site) == vehicle.site, col(Vehicle.vehicle_id) != vehicle.id))).first()
+        if other is not None:
+            raise Invalid(f"{vehicle.site} is already the site of book van {other}",
+                          field="site", kind="site_taken")
     await _upsert(uow, Vehicle, "vehicle_id", [_vehicle_row(vehicle, utcnow())])
     uow.emit(vehicle_upserted(vehicle), subject=vehicle.id)
     return vehicle
@@ -505,10 +511,10 @@ async def _crate_scan(uow: SqlUnitOfWork, scan: ScanIn, report: ScanReport) -> N
     if crate is None:
         # A label never packed here (a handset's own tote): it holds what was loaded
         # into it item by item, still on its way.
-        contents = (await uow.session.exec(
+        contents = _by_barcode((await uow.session.exec(
             select(Shipment).where(col(Shipment.crate_id) == scan.crate_id,
                                    col(Shipment.status) == "picked_up")
-            .order_by(col(Shipment.shipment_id)).with_for_update())).all()
+            .order_by(col(Shipment.shipment_id)).with_for_update())).all())
         if not contents:
             report.crate = {"crate_id": scan.crate_id, "outcome": "ignored: unknown crate"}
             return
@@ -526,10 +532,10 @@ async def _crate_scan(uow: SqlUnitOfWork, scan: ScanIn, report: ScanReport) -> N
         report.crate = {**_crate_state(crate),
                         "outcome": f"ignored: the crate is {crate.status}{where}"}
         return
-    contents = (await uow.session.exec(
+    contents = _by_barcode((await uow.session.exec(
         select(Shipment).where(col(Shipment.crate_id) == crate.crate_id,
                                col(Shipment.status).in_(domain.OPEN_STATUSES))
-        .order_by(col(Shipment.shipment_id)).with_for_update())).all()
+        .order_by(col(Shipment.shipment_id)).with_for_update())).all())
     crate.status = after
     if scan.kind == "seal":
         crate.sealed_at = crate.sealed_at or scan.time
@@ -589,6 +595,12 @@ async def _pack_scan(uow: SqlUnitOfWork, scan: ScanIn, crate: Crate | None,
         raise Invalid("none of the scanned items waits here to be packed", field="barcodes",
                       kind="nothing_to_pack")
     return crate
+
+
+def _by_barcode(shipments: Sequence[Shipment]) -> list[Shipment]:
+    """A crate's contents in barcode order (locked in id order, as everywhere): the
+    driver's handset lists them the same way every time."""
+    return sorted(shipments, key=lambda s: (s.barcode, s.shipment_id))
 
 
 def _crate_state(crate: Crate) -> dict[str, Any]:

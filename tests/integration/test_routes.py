@@ -329,6 +329,17 @@ async def test_dispatcher_edits_are_validated_and_announced(infra: Infra) -> Non
         r = await client.put("/vehicles/VAN-9", json={**van, "capacity_crates": 30},
                              headers=token("driver", driver="D-9"))
         assert r.status_code == 403
+        # a book van is a moving site: one van per site
+        r = await client.put("/sites/BV", json=site("BV", 30.77, 120.71, kind="book_van"),
+                             headers=DISPATCHER)
+        assert r.status_code == 200, r.text
+        book_van = {**van, "id": "BV-1", "kind": "book_van", "capacity_crates": 20,
+                    "site": "BV", "timetable": []}
+        r = await client.put("/vehicles/BV-1", json=book_van, headers=DISPATCHER)
+        assert r.status_code == 200, r.text
+        r = await client.put("/vehicles/BV-2", json={**book_van, "id": "BV-2"},
+                             headers=DISPATCHER)
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "site_taken"
         records = await read_topic(settings, "network.fleet", at_least=5, settle=1.0)
         subjects = [(e["type"], e["subject"]) for e in events_of(records)]
         assert ("network.vehicle_upserted", "VAN-9") in subjects
