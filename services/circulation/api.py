@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+from sqlmodel import col, select
 
 from services.circulation import domain
-from services.circulation.handlers import handlers
-from services.circulation.models import Item, Loan, Transfer
-from shared.contracts import BRANCH_EVENTS, EVENTS, InvalidEvent, check_subject, parse_obj
+from services.circulation.handlers import cancel_hold, handlers, place_hold
+from services.circulation.models import Hold, Item, Loan, Transfer
+from shared.contracts import (
+    BRANCH_EVENTS,
+    EVENTS,
+    InvalidEvent,
+    check_subject,
+    parse_obj,
+    utcnow,
+)
 from shared.contracts.branch import BranchEvent
 from shared.errors import NotFound
 from shared.service.app import ServiceDep, SessionDep
@@ -159,3 +168,107 @@ async def get_item(
                       patron=loan.patron if may_see_patron(principal, loan.branch) else None,
                       branch=loan.branch, due=loan.due.isoformat()) if loan else None,
     )
+
+
+# --- holds ----------------------------------------------------------------------------------
+
+
+class HoldIn(BaseModel):
+    """A hold placed by staff (or a catalogue) for a reader: a title by bib id or ISBN."""
+
+    patron: str = Field(min_length=1, max_length=200)
+    pickup_branch: str = Field(min_length=1)
+    bib_id: str | None = Field(default=None, min_length=1)
+    isbn: str | None = Field(default=None, min_length=10, max_length=17)
+    hold_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                description="The caller's own id: sent again, the same hold")
+
+    @model_validator(mode="after")
+    def _title_given(self) -> HoldIn:
+        if not self.bib_id and not self.isbn:
+            raise ValueError("one of bib_id or isbn is required")
+        return self
+
+
+class HoldView(BaseModel):
+    hold_id: str
+    patron: str | None = Field(description="Shown to the pickup branch's desk and admin")
+    bib_id: str | None
+    isbn: str | None
+    pickup_branch: str
+    status: str = Field(description="waiting | in_transit | ready | fulfilled | cancelled | "
+                                    "expired")
+    barcode: str | None
+    placed_at: datetime
+    expires_on: date | None
+    position: int | None = Field(default=None,
+                                 description="Place in line for the title while waiting")
+
+
+def _hold_view(hold: Hold, principal: Principal, position: int | None = None) -> HoldView:
+    return HoldView(hold_id=hold.hold_id,
+                    patron=hold.patron if may_see_patron(principal, hold.pickup_branch)
+                    else None,
+                    bib_id=hold.bib_id, isbn=hold.isbn, pickup_branch=hold.pickup_branch,
+                    status=hold.status, barcode=hold.barcode, placed_at=hold.placed_at,
+                    expires_on=hold.expires_on, position=position)
+
+
+@router.post("/holds", response_model=HoldView, status_code=status.HTTP_201_CREATED,
+             tags=["holds"])
+async def post_hold(
+    body: HoldIn,
+    service: ServiceDep,
+    principal: Annotated[Principal, require("desk", "branch_system")],
+) -> HoldView:
+    """Place a hold; it is filled at once when a copy is free (the hold shelf, or a
+    transfer from the copy cheapest to move), else it waits in line for the title.
+    422 for an unknown branch or a title with no copy and none on order; 409 over the
+    reader's limit of active holds. A desk places holds for pickup at its own site."""
+    if not principal.may_speak_for(body.pickup_branch):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            f"a token of {principal.site} may not place holds for pickup at "
+                            f"{body.pickup_branch}")
+    async with service.uow() as uow:
+        hold = await place_hold(uow, None, patron=body.patron, pickup=body.pickup_branch,
+                                bib_id=body.bib_id, isbn=body.isbn, hold_id=body.hold_id,
+                                at=utcnow())
+    return _hold_view(hold, principal)
+
+
+@router.delete("/holds/{hold_id}", response_model=HoldView, tags=["holds"])
+async def delete_hold(
+    hold_id: str,
+    service: ServiceDep,
+    principal: Annotated[Principal, require("desk", "branch_system")],
+) -> HoldView:
+    """Cancel a hold at any stage; its copy goes to the next reader in line, or home."""
+    async with service.uow() as uow:
+        hold = await cancel_hold(uow, None, hold_id)
+    return _hold_view(hold, principal)
+
+
+@router.get("/holds/{hold_id}", response_model=HoldView, tags=["holds"])
+async def get_hold(hold_id: str, session: SessionDep,
+                   principal: Annotated[Principal, Depends(current_principal)]) -> HoldView:
+    hold = await session.get(Hold, hold_id)
+    if hold is None:
+        raise NotFound(f"no hold {hold_id!r}")
+    position = None
+    if hold.status == "waiting":
+        ahead = await session.exec(select(Hold.hold_id).where(
+            col(Hold.title_key) == hold.title_key, col(Hold.status) == "waiting",
+            col(Hold.placed_at) < hold.placed_at))
+        position = len(ahead.all()) + 1
+    return _hold_view(hold, principal, position)
+
+
+@router.get("/sites/{code}/hold-shelf", response_model=list[HoldView], tags=["holds"])
+async def hold_shelf(code: str, session: SessionDep,
+                     principal: Annotated[Principal, Depends(current_principal)],
+                     ) -> list[HoldView]:
+    """What waits on a branch's hold shelf, soonest to expire first."""
+    rows = await session.exec(select(Hold).where(
+        col(Hold.pickup_branch) == code, col(Hold.status) == "ready")
+        .order_by(col(Hold.expires_on), col(Hold.hold_id)))
+    return [_hold_view(h, principal) for h in rows]

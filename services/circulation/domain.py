@@ -7,6 +7,8 @@ say what to record.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import cast, get_args
@@ -40,6 +42,16 @@ class CheckinDecision:
     cancel_transfer: str | None = None
     transfer_to: str | None = None
     reason: TransferReason | None = None
+    #: The hold this copy now serves: on the shelf here (`hold_shelf`) or on its way.
+    hold_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitingHold:
+    """The first hold in line for this copy's title, and where its reader collects it."""
+
+    hold_id: str
+    pickup_branch: str
 
 
 def decide_checkin(
@@ -49,25 +61,45 @@ def decide_checkin(
     open_transfer: OpenTransfer | None,
     floating_group_here: str | None = None,
     floating_group_owner: str | None = None,
+    hold_here: WaitingHold | None = None,
+    hold_elsewhere: WaitingHold | None = None,
+    transfer_hold: WaitingHold | None = None,
 ) -> CheckinDecision:
-    """The check-in decision (docs/architecture.md), in order (holds join in a later release).
+    """The check-in decision (docs/architecture.md), in order.
 
-    (3) at the owning branch → reshelve; (4) this branch and the owner share a floating
-    group → the item stays here; (5) otherwise → transfer home. An open transfer is
-    completed when the item is checked in at its destination and re-routed from here
-    when it is checked in anywhere else, so there is never more than one.
+    An open transfer first: at its destination it completes (on the hold shelf when it
+    carried the copy to a hold, `transfer_hold`); anywhere else it is re-routed from here
+    to the same destination, so there is never more than one. Then: (1) a hold waiting
+    here for this title → hold shelf; (2) a hold elsewhere this copy should fill →
+    transfer to its pickup branch; (3) at the owning branch → reshelve; (4) this branch
+    and the owner share a floating group → the item stays here; (5) otherwise → home.
     """
     if open_transfer is not None:
         if open_transfer.to_site == branch:
+            if transfer_hold is not None:
+                return CheckinDecision("hold_shelf", "on_hold_shelf", branch,
+                                       complete_transfer=open_transfer.transfer_id,
+                                       hold_id=transfer_hold.hold_id)
             return CheckinDecision("reshelve", "available", branch,
                                    complete_transfer=open_transfer.transfer_id)
         # Turned up somewhere else on its way: re-route from here to the same destination.
+        if transfer_hold is not None:
+            return CheckinDecision("transfer", "in_transit", branch,
+                                   cancel_transfer=open_transfer.transfer_id,
+                                   transfer_to=open_transfer.to_site, reason="hold",
+                                   hold_id=transfer_hold.hold_id)
         return CheckinDecision(
             "transfer", "in_transit", branch,
             cancel_transfer=open_transfer.transfer_id,
             transfer_to=open_transfer.to_site,
             reason="return_home" if open_transfer.to_site == owning_branch else "rebalance",
         )
+    if hold_here is not None:
+        return CheckinDecision("hold_shelf", "on_hold_shelf", branch, hold_id=hold_here.hold_id)
+    if hold_elsewhere is not None and hold_elsewhere.pickup_branch != branch:
+        return CheckinDecision("transfer", "in_transit", branch,
+                               transfer_to=hold_elsewhere.pickup_branch, reason="hold",
+                               hold_id=hold_elsewhere.hold_id)
     if branch == owning_branch:
         return CheckinDecision("reshelve", "available", branch)
     if floating_group_here and floating_group_here == floating_group_owner:
@@ -111,3 +143,72 @@ def due_date(checked_out_on: date, given: date | None, days: int = DEFAULT_LOAN_
             f"{EARLIEST_LOAN_YEAR}..{LATEST_LOAN_YEAR}; no due date is computed for it"
         )
     return given or checked_out_on + timedelta(days=days)
+
+
+# --- holds ----------------------------------------------------------------------------------
+
+#: A hold's life: waiting for a copy → in transit with one → ready on the hold shelf →
+#: closed (fulfilled, cancelled, expired).
+ACTIVE_HOLD_STATUSES = ("waiting", "in_transit", "ready")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An available copy that could fill a hold, where it is."""
+
+    barcode: str
+    site: str
+
+
+@dataclass(frozen=True)
+class NetworkSite:
+    """What circulation keeps of a site to price moving a copy (from `network.sites`)."""
+
+    code: str
+    hub: str | None
+    lat: float | None
+    lon: float | None
+
+
+def move_cost(origin: NetworkSite | None, pickup: NetworkSite | None,
+              on_a_route: bool) -> tuple[int, float]:
+    """What moving a copy from `origin` to `pickup` costs, as a sortable key.
+
+    (0, km) a planned route of the next courier days visits the origin and then the
+    pickup: the copy rides along at once; (1, km) both are served by the same hub: one
+    night at the hub; (2, km) another hub: two legs; km is the great-circle distance,
+    the tie-break (and the only measure when coordinates are unknown: 0).
+    """
+    km = 0.0
+    if origin and pickup and None not in (origin.lat, origin.lon, pickup.lat, pickup.lon):
+        km = _haversine_km(origin.lat or 0.0, origin.lon or 0.0, pickup.lat or 0.0,
+                           pickup.lon or 0.0)
+    if on_a_route:
+        return 0, km
+    if origin and pickup and origin.hub and origin.hub == pickup.hub:
+        return 1, km
+    return 2, km
+
+
+def _haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = (math.sin((p2 - p1) / 2) ** 2
+         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(a)))
+
+
+def choose_copy(pickup: str, candidates: list[Candidate],
+                cost: Callable[[str, str], tuple[int, float]]) -> Candidate | None:
+    """The copy to fill a hold: one on the shelf at the pickup branch first, else the one
+    cheapest to move there (ties by barcode, so the choice is stable)."""
+    if not candidates:
+        return None
+    here = sorted((c for c in candidates if c.site == pickup), key=lambda c: c.barcode)
+    if here:
+        return here[0]
+    return min(candidates, key=lambda c: (cost(c.site, pickup), c.barcode))
+
+
+def hold_expires_on(ready_on: date, shelf_days: int) -> date:
+    """The last day a reader may collect a hold put on the shelf on `ready_on`."""
+    return ready_on + timedelta(days=shelf_days)

@@ -8,14 +8,39 @@ below find them in their repositories instead of asking the database one by one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import isbnlib
+from sqlmodel import col, or_, select
 
 from services.circulation import domain
-from services.circulation.models import Anomaly, Item, Loan, Site, Transfer
+from services.circulation.models import (
+    Anomaly,
+    Hold,
+    Item,
+    Loan,
+    RouteVisit,
+    Site,
+    Title,
+    Transfer,
+)
 from shared.contracts import Envelope, Event, new_id, utcnow
-from shared.contracts.branch import BranchCheckin, BranchCheckout, BranchItemMissing, BranchRenewal
+from shared.contracts.acquisition import OrderOpened
+from shared.contracts.branch import (
+    BranchCheckin,
+    BranchCheckout,
+    BranchHoldCancelled,
+    BranchHoldRequested,
+    BranchItemMissing,
+    BranchRenewal,
+)
 from shared.contracts.cataloging import ItemCataloged
 from shared.contracts.circulation import (
+    HoldClosed,
+    HoldPlaced,
+    HoldReady,
     ItemCheckedIn,
     ItemCheckedOut,
     ItemStatusChanged,
@@ -23,9 +48,10 @@ from shared.contracts.circulation import (
     TransferCompleted,
     TransferRequested,
 )
-from shared.contracts.logistics import ShipmentDelivered, SiteUpserted
+from shared.contracts.logistics import RoutePlanned, ShipmentDelivered, SiteUpserted
+from shared.errors import Conflict, Invalid, NotFound
 from shared.messaging.consumer import Handlers
-from shared.messaging.unit_of_work import UnitOfWork
+from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
 
 handlers = Handlers()
 
@@ -66,7 +92,7 @@ def _record_anomaly(uow: UnitOfWork, env: Envelope, barcode: str, kind: str, det
                                   at=utcnow()))
 
 
-def _status_changed(uow: UnitOfWork, env: Envelope, item: Item,
+def _status_changed(uow: UnitOfWork, env: Envelope | None, item: Item,
                     before: tuple[str, str | None]) -> None:
     """Tell the network when an item's status or whereabouts changed."""
     if (item.status, item.site) != before and item.site:
@@ -78,7 +104,7 @@ def _status_changed(uow: UnitOfWork, env: Envelope, item: Item,
         )
 
 
-def _request_transfer(uow: UnitOfWork, env: Envelope, item: Item, to_site: str,
+def _request_transfer(uow: UnitOfWork, env: Envelope | None, item: Item, to_site: str,
                       reason: domain.TransferReason, hold_id: str | None = None) -> Transfer:
     now = utcnow()
     transfer = Transfer(transfer_id=new_id(), barcode=item.barcode, from_site=item.site or "",
@@ -94,7 +120,7 @@ def _request_transfer(uow: UnitOfWork, env: Envelope, item: Item, to_site: str,
     return transfer
 
 
-def _close_transfer(uow: UnitOfWork, env: Envelope, transfer: Transfer, item: Item, *,
+def _close_transfer(uow: UnitOfWork, env: Envelope | None, transfer: Transfer, item: Item, *,
                     completed_at: str | None, cancel_reason: str | None = None) -> None:
     transfer.closed_at = utcnow()
     if item.open_transfer_id == transfer.transfer_id:
@@ -150,6 +176,19 @@ async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> Non
                                disposition="reshelve"), subject=item.barcode, cause=env)
         return
     transfer = await _open_transfer(uow, item)
+    serving = await _hold_of(uow, item)
+    if item.status == "on_hold_shelf" and serving is not None and transfer is None:
+        # Checked in again while waiting on the shelf (a desk scanning the shelf): no change.
+        uow.emit(ItemCheckedIn(barcode=item.barcode, branch=data.branch, loan_id=loan_id,
+                               disposition="hold_shelf"), subject=item.barcode, cause=env)
+        return
+    here = elsewhere = None
+    if transfer is None and serving is None:
+        first = await _first_waiting(uow, item)
+        if first is not None:
+            waiting = domain.WaitingHold(first.hold_id, first.pickup_branch)
+            here, elsewhere = (waiting, None) if first.pickup_branch == data.branch else (
+                None, waiting)
     decision = domain.decide_checkin(
         branch=data.branch,
         owning_branch=item.owning_branch,
@@ -157,6 +196,9 @@ async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> Non
         if transfer is not None else None,
         floating_group_here=await _floating(uow, data.branch),
         floating_group_owner=await _floating(uow, item.owning_branch),
+        hold_here=here, hold_elsewhere=elsewhere,
+        transfer_hold=domain.WaitingHold(serving.hold_id, serving.pickup_branch)
+        if serving is not None and transfer is not None else None,
     )
     item.site, item.status = decision.site, decision.status
     if transfer is not None and decision.complete_transfer:
@@ -164,8 +206,14 @@ async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> Non
     if transfer is not None and decision.cancel_transfer:
         _close_transfer(uow, env, transfer, item, completed_at=None,
                         cancel_reason=f"checked in at {data.branch}; re-routed")
+    hold = await uow.repo(Hold).get(decision.hold_id) if decision.hold_id else None
     if decision.transfer_to:
-        _request_transfer(uow, env, item, decision.transfer_to, decision.reason or "return_home")
+        _request_transfer(uow, env, item, decision.transfer_to, decision.reason or "return_home",
+                          hold_id=hold.hold_id if hold is not None else None)
+        if hold is not None:
+            _assign(item, hold, "in_transit")
+    elif hold is not None and decision.disposition == "hold_shelf":
+        _on_shelf(uow, env, item, hold)
     uow.emit(ItemCheckedIn(barcode=item.barcode, branch=data.branch, loan_id=loan_id,
                            disposition=decision.disposition), subject=item.barcode, cause=env)
     _status_changed(uow, env, item, before)
@@ -180,6 +228,17 @@ async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> N
         if old:
             _record_anomaly(uow, env, item.barcode, "checkout_while_on_loan",
                             f"loan {old} closed by a new check-out at {data.branch}")
+    serving = await _hold_of(uow, item)
+    if serving is not None:
+        if serving.patron == data.patron and serving.status == "ready":
+            _close_hold(uow, env, serving, "fulfilled", item)
+        else:
+            # Another reader took the copy meant for this hold: the hold waits again.
+            _record_anomaly(uow, env, item.barcode, "checkout_of_held_item",
+                            f"checked out at {data.branch} while serving hold "
+                            f"{serving.hold_id} ({serving.status})")
+            serving.status, serving.barcode = "waiting", None
+            item.hold_id = None
     transfer = await _open_transfer(uow, item)
     if transfer is not None:
         _close_transfer(uow, env, transfer, item, completed_at=None,
@@ -229,7 +288,19 @@ async def on_item_cataloged(uow: UnitOfWork, env: Envelope, data: ItemCataloged)
     status, destination = domain.placement_of_new_item(site=item.site or data.site,
                                                        owning_branch=data.owning_branch)
     item.status = status
-    if destination:
+    title = await uow.repo(Title).get(item.isbn) if item.isbn else None
+    if title is not None and title.on_order > 0:
+        title.on_order -= 1
+    first = await _first_waiting(uow, item)
+    if first is not None:  # a reader is waiting for this title: the new copy goes to them
+        if first.pickup_branch == item.site:
+            item.status = "on_hold_shelf"
+            _on_shelf(uow, env, item, first)
+        else:
+            item.status = "in_transit"
+            _request_transfer(uow, env, item, first.pickup_branch, "hold", hold_id=first.hold_id)
+            _assign(item, first, "in_transit")
+    elif destination:
         _request_transfer(uow, env, item, destination, "new_item")
     _status_changed(uow, env, item, before)
 
@@ -248,10 +319,316 @@ async def on_shipment_delivered(uow: UnitOfWork, env: Envelope, data: ShipmentDe
     before = (item.status, item.site)
     item.site, item.status = data.site, "available"
     _close_transfer(uow, env, transfer, item, completed_at=data.site)
+    hold = await uow.repo(Hold).get(transfer.hold_id) if transfer.hold_id else None
+    if hold is not None and hold.status == "in_transit" and hold.pickup_branch == data.site:
+        item.status = "on_hold_shelf"
+        _on_shelf(uow, env, item, hold)
     _status_changed(uow, env, item, before)
 
 
 @handlers.on(SiteUpserted)
 async def on_site_upserted(uow: UnitOfWork, env: Envelope, data: SiteUpserted) -> None:
     await uow.repo(Site).put(Site(code=data.code, name=data.name, kind=data.kind,
-                                  floating_group=data.floating_group, active=data.active))
+                                  floating_group=data.floating_group, active=data.active,
+                                  hub=data.hub, lat=data.lat, lon=data.lon))
+
+
+@handlers.on(RoutePlanned)
+async def on_route_planned(uow: UnitOfWork, env: Envelope, data: RoutePlanned) -> None:
+    """Keep where planned routes go: a copy a route takes straight to a pickup is cheapest."""
+    await uow.repo(RouteVisit).put(RouteVisit(route_id=data.route_id, date=data.date,
+                                              sites=[s.site for s in data.stops]))
+
+
+@handlers.on(OrderOpened)
+async def on_order_opened(uow: UnitOfWork, env: Envelope, data: OrderOpened) -> None:
+    """Copies on order count for 'this title will come': a hold may wait for them."""
+    for line in data.lines:
+        isbn = isbn13(line.isbn)
+        if isbn is None:
+            continue
+        title = await uow.repo(Title).get(isbn)
+        if title is None:
+            uow.repo(Title).add(Title(isbn=isbn, on_order=line.quantity))
+        else:
+            title.on_order += line.quantity
+
+
+# --- holds ----------------------------------------------------------------------------------
+
+
+def isbn13(value: str | None) -> str | None:
+    """An ISBN-10 or -13 as ISBN-13 digits; None when it is not a valid ISBN."""
+    if not value:
+        return None
+    code: str = isbnlib.canonical(value)
+    if isbnlib.is_isbn10(code):
+        code = isbnlib.to_isbn13(code)
+    return code if isbnlib.is_isbn13(code) else None
+
+
+def title_key(bib_id: str | None, isbn: str | None) -> str:
+    return f"bib:{bib_id}" if bib_id else f"isbn:{isbn}"
+
+
+def _item_keys(item: Item) -> list[str]:
+    keys = []
+    if item.bib_id:
+        keys.append(f"bib:{item.bib_id}")
+    isbn = isbn13(item.isbn)
+    if isbn:
+        keys.append(f"isbn:{isbn}")
+    return keys
+
+
+async def _hold_of(uow: UnitOfWork, item: Item) -> Hold | None:
+    hold = await uow.repo(Hold).get(item.hold_id) if item.hold_id else None
+    return hold if hold is not None and hold.status in domain.ACTIVE_HOLD_STATUSES else None
+
+
+async def _first_waiting(uow: UnitOfWork, item: Item) -> Hold | None:
+    """The oldest hold waiting for this copy's title (by bib or by ISBN), if any."""
+    keys = _item_keys(item)
+    if not keys or not isinstance(uow, SqlUnitOfWork):
+        return None
+    row = (await uow.session.exec(
+        select(Hold).where(col(Hold.title_key).in_(keys), col(Hold.status) == "waiting")
+        .order_by(col(Hold.placed_at), col(Hold.hold_id)).limit(1).with_for_update()
+    )).first()
+    if row is None:
+        return None
+    return await uow.repo(Hold).get(row.hold_id) or row
+
+
+def _assign(item: Item, hold: Hold, status: str) -> None:
+    item.hold_id, hold.barcode, hold.status = hold.hold_id, item.barcode, status
+
+
+def _on_shelf(uow: UnitOfWork, env: Envelope | None, item: Item, hold: Hold) -> None:
+    """The copy waits for its reader on the pickup branch's hold shelf until it expires."""
+    _assign(item, hold, "ready")
+    at = env.time if env is not None else utcnow()
+    today = _local_day(uow, at)
+    hold.ready_at = at
+    hold.expires_on = domain.hold_expires_on(today, uow.settings.hold_shelf_days)
+    uow.emit(HoldReady(hold_id=hold.hold_id, barcode=item.barcode,
+                       pickup_branch=hold.pickup_branch, expires_on=hold.expires_on),
+             subject=hold.hold_id, cause=env)
+
+
+def _local_day(uow: UnitOfWork, at: datetime) -> date:
+    return at.astimezone(ZoneInfo(uow.settings.timezone)).date()
+
+
+def _close_hold(uow: UnitOfWork, env: Envelope | None, hold: Hold,
+                outcome: Literal["fulfilled", "cancelled", "expired"],
+                item: Item | None) -> None:
+    hold.status, hold.outcome, hold.closed_at = outcome, outcome, utcnow()
+    if item is not None and item.hold_id == hold.hold_id:
+        item.hold_id = None
+    uow.emit(HoldClosed(hold_id=hold.hold_id, outcome=outcome), subject=hold.hold_id,
+             cause=env)
+
+
+class HoldRefused(Conflict):
+    """A hold the rules refuse (over the reader's limit); nothing is recorded."""
+
+
+async def place_hold(uow: SqlUnitOfWork, env: Envelope | None, *, patron: str, pickup: str,
+                     bib_id: str | None, isbn: str | None, hold_id: str | None,
+                     at: datetime) -> Hold:
+    """Place a hold and fill it at once when a copy is free: on the shelf at the pickup
+    branch first (it goes on the hold shelf), else the copy cheapest to move (a transfer,
+    reason `hold`). Else it waits in line for the next copy checked in or catalogued.
+
+    Refused: an unknown pickup branch, a title with no copy and none on order, a reader
+    over the limit of active holds. A hold id sent again returns the hold as it is.
+    """
+    if hold_id:
+        existing = await uow.repo(Hold).get(hold_id)
+        if existing is not None:
+            return existing
+    if await uow.repo(Site).get(pickup) is None:
+        raise Invalid(f"unknown pickup branch {pickup!r}", field="pickup_branch",
+                      kind="unknown_site")
+    given = isbn
+    isbn = isbn13(isbn) if isbn else None
+    if given and isbn is None and not bib_id:
+        raise Invalid(f"{given!r} is not a valid ISBN-10 or ISBN-13", field="isbn",
+                      kind="invalid_isbn")
+    key_bib = bib_id
+    if key_bib is None and isbn is not None:
+        key_bib = (await uow.session.exec(select(Item.bib_id).where(
+            col(Item.isbn).in_(_isbn_forms(isbn)), col(Item.bib_id).is_not(None)).limit(1))
+        ).first()
+    known = (await uow.session.exec(select(Item.barcode).where(
+        or_(col(Item.bib_id) == key_bib, col(Item.isbn).in_(_isbn_forms(isbn)))
+        if key_bib else col(Item.isbn).in_(_isbn_forms(isbn))).limit(1))).first()
+    ordered = await uow.repo(Title).get(isbn) if isbn else None
+    if known is None and (ordered is None or ordered.on_order <= 0):
+        raise Invalid("no copy of this title is in the network or on order",
+                      field="bib_id" if bib_id else "isbn", kind="unknown_title")
+    active = len((await uow.session.exec(select(Hold.hold_id).where(
+        col(Hold.patron) == patron,
+        col(Hold.status).in_(domain.ACTIVE_HOLD_STATUSES)))).all())
+    limit = uow.settings.holds_per_patron
+    if active >= limit:
+        raise HoldRefused(f"reader {patron} already has {active} active holds; the limit is "
+                          f"{limit}")
+    hold = Hold(hold_id=hold_id or new_id(), patron=patron,
+                title_key=title_key(key_bib, isbn), bib_id=key_bib, isbn=isbn,
+                pickup_branch=pickup, placed_at=at)
+    uow.repo(Hold).add(hold)
+    uow.emit(HoldPlaced(hold_id=hold.hold_id, patron=patron,
+                        bib_id=key_bib or f"isbn:{isbn}", pickup_branch=pickup),
+             subject=hold.hold_id, cause=env)
+    await _fill(uow, env, hold)
+    return hold
+
+
+def _isbn_forms(isbn: str | None) -> list[str]:
+    """The ways an ISBN may be stored on an item: as ISBN-13, and as the ISBN-10 it
+    came from."""
+    if not isbn:
+        return []
+    forms = [isbn]
+    ten = isbnlib.to_isbn10(isbn)
+    if ten:
+        forms.append(ten)
+    return forms
+
+
+async def _fill(uow: SqlUnitOfWork, env: Envelope | None, hold: Hold) -> None:
+    """Give a waiting hold a free copy if there is one (never one on loan, moving for
+    another hold, or missing)."""
+    title = [col(Item.bib_id) == hold.bib_id] if hold.bib_id else []
+    title.append(col(Item.isbn).in_(_isbn_forms(hold.isbn)))
+    rows = (await uow.session.exec(
+        select(Item).where(or_(*title), col(Item.status) == "available",
+                           col(Item.hold_id).is_(None), col(Item.open_transfer_id).is_(None))
+        .order_by(col(Item.barcode)).with_for_update())).all()
+    if not rows:
+        return
+    sites = {s.code: s for s in (await uow.session.exec(select(Site))).all()}
+    today = _local_day(uow, utcnow())
+    routes = (await uow.session.exec(select(RouteVisit).where(
+        col(RouteVisit.date) >= today, col(RouteVisit.date) <= today + timedelta(days=2)))).all()
+
+    def on_a_route(origin: str, pickup: str) -> bool:
+        return any(origin in r.sites and pickup in r.sites[r.sites.index(origin) + 1:]
+                   for r in routes)
+
+    def cost(origin: str, pickup: str) -> tuple[int, float]:
+        return domain.move_cost(_network(sites.get(origin)), _network(sites.get(pickup)),
+                                on_a_route(origin, pickup))
+
+    chosen = domain.choose_copy(hold.pickup_branch,
+                                [domain.Candidate(i.barcode, i.site or "") for i in rows], cost)
+    if chosen is None:
+        return
+    item = next(i for i in rows if i.barcode == chosen.barcode)
+    item = await uow.repo(Item).get(item.barcode) or item
+    before = (item.status, item.site)
+    cause = env
+    if item.site == hold.pickup_branch:
+        item.status = "on_hold_shelf"
+        _on_shelf(uow, cause, item, hold)
+    else:
+        item.status = "in_transit"
+        _request_transfer(uow, cause, item, hold.pickup_branch, "hold", hold_id=hold.hold_id)
+        _assign(item, hold, "in_transit")
+    _status_changed(uow, cause, item, before)
+
+
+def _network(site: Site | None) -> domain.NetworkSite | None:
+    return domain.NetworkSite(site.code, site.hub, site.lat, site.lon) if site else None
+
+
+async def cancel_hold(uow: SqlUnitOfWork, env: Envelope | None, hold_id: str, *,
+                      patron: str | None = None,
+                      outcome: Literal["cancelled", "expired"] = "cancelled") -> Hold:
+    """Cancel (or expire) a hold at any stage. Its copy goes to the next hold in line for
+    the title, or home: a transfer under way is re-routed from where the copy was."""
+    hold = await uow.session.get(Hold, hold_id, with_for_update=True)
+    if hold is None:
+        raise NotFound(f"no hold {hold_id!r}")
+    if patron is not None and hold.patron != patron:
+        raise Invalid(f"hold {hold_id} is not reader {patron}'s", field="patron",
+                      kind="wrong_patron")
+    if hold.status not in domain.ACTIVE_HOLD_STATUSES:
+        return hold
+    item = await uow.repo(Item).get(hold.barcode) if hold.barcode else None
+    cause = env
+    _close_hold(uow, cause, hold, outcome, item)
+    if item is None:
+        return hold
+    before = (item.status, item.site)
+    transfer = await _open_transfer(uow, item)
+    if transfer is not None:
+        _close_transfer(uow, cause, transfer, item, completed_at=None,
+                        cancel_reason=f"hold {hold.hold_id} {outcome}")
+    await _send_on(uow, cause, item)
+    _status_changed(uow, cause, item, before)
+    return hold
+
+
+async def _send_on(uow: SqlUnitOfWork, env: Envelope | None, item: Item) -> None:
+    """A copy freed from a hold: the next hold in line, else home (or stays if home)."""
+    nxt = await _first_waiting(uow, item)
+    here = item.site or ""
+    if nxt is not None and nxt.pickup_branch == here:
+        item.status = "on_hold_shelf"
+        _on_shelf(uow, env, item, nxt)
+    elif nxt is not None:
+        item.status = "in_transit"
+        _request_transfer(uow, env, item, nxt.pickup_branch, "hold", hold_id=nxt.hold_id)
+        _assign(item, nxt, "in_transit")
+    elif item.owning_branch and item.owning_branch != here:
+        item.status = "in_transit"
+        _request_transfer(uow, env, item, item.owning_branch, "return_home")
+    else:
+        item.status = "available"
+
+
+async def expire_holds(uow: SqlUnitOfWork, today: date) -> int:
+    """Holds uncollected past their last day on the shelf expire; their copies move on."""
+    due = (await uow.session.exec(select(Hold.hold_id).where(
+        col(Hold.status) == "ready", col(Hold.expires_on) < today)
+        .order_by(col(Hold.hold_id)))).all()
+    for hold_id in due:
+        await cancel_hold(uow, None, hold_id, outcome="expired")
+    return len(due)
+
+
+async def expire_uncollected(service: Any) -> None:
+    """The hold-shelf sweep, run every few minutes in every replica: idempotent, it only
+    expires holds past their last day (a row lock makes each expire once)."""
+    today = datetime.now(ZoneInfo(service.settings.timezone)).date()
+    async with service.uow() as uow:
+        await expire_holds(uow, today)
+
+
+@handlers.on(BranchHoldRequested)
+async def on_hold_requested(uow: UnitOfWork, env: Envelope, data: BranchHoldRequested) -> None:
+    """A hold asked for at a desk or a self-service machine; the branch is the pickup.
+
+    A request the rules refuse (unknown title, over the limit) is recorded as an anomaly
+    for staff: the reader asked at the shelf, and someone should answer them.
+    """
+    assert isinstance(uow, SqlUnitOfWork)
+    try:
+        await place_hold(uow, env, patron=data.patron, pickup=data.branch, bib_id=data.bib_id,
+                         isbn=data.isbn, hold_id=data.hold_id or env.id, at=env.time)
+    except (Invalid, HoldRefused) as exc:
+        _record_anomaly(uow, env, data.isbn or data.bib_id or "", "hold_refused",
+                        f"hold for {data.patron} at {data.branch}: {exc.message}")
+
+
+@handlers.on(BranchHoldCancelled)
+async def on_hold_cancelled(uow: UnitOfWork, env: Envelope, data: BranchHoldCancelled) -> None:
+    assert isinstance(uow, SqlUnitOfWork)
+    try:
+        await cancel_hold(uow, env, data.hold_id, patron=data.patron)
+    except (NotFound, Invalid) as exc:
+        _record_anomaly(uow, env, data.hold_id, "hold_cancel_refused",
+                        f"cancel at {data.branch}: {exc.message}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import Column, DateTime, Index, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 SCHEMA = "circulation"
@@ -28,6 +29,8 @@ class Item(SQLModel, table=True):
     status: str = "in_processing"
     open_transfer_id: str | None = None
     loan_id: str | None = None
+    #: The hold this copy serves (on its way to, or on the shelf at, the pickup branch).
+    hold_id: str | None = None
     last_event_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
@@ -74,6 +77,60 @@ class Site(SQLModel, table=True):
     kind: str
     floating_group: str | None = None
     active: bool = True
+    hub: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+
+class Hold(SQLModel, table=True):
+    """A reader's request for a title, collected at a pickup branch; first come, first
+    served per title. waiting → in_transit (a copy assigned and moving) → ready (on the
+    hold shelf until `expires_on`) → fulfilled | cancelled | expired."""
+
+    __table_args__ = (
+        Index("ix_circulation_hold_title_waiting", "title_key", "placed_at",
+              postgresql_where=text("status = 'waiting'")),
+        Index("ix_circulation_hold_patron", "patron"),
+        {"schema": SCHEMA},
+    )
+
+    hold_id: str = Field(primary_key=True)
+    patron: str
+    #: `bib:<bib id>` or `isbn:<ISBN-13>`: what copies can fill it.
+    title_key: str
+    bib_id: str | None = None
+    isbn: str | None = None
+    pickup_branch: str
+    status: str = "waiting"
+    barcode: str | None = None
+    placed_at: datetime = Field(sa_column=_ts(False))
+    ready_at: datetime | None = Field(default=None, sa_column=_ts())
+    expires_on: date | None = None
+    closed_at: datetime | None = Field(default=None, sa_column=_ts())
+    outcome: str | None = None
+
+
+class Title(SQLModel, table=True):
+    """A title circulation knows: its bib and ISBN, and copies on order for it (so a hold
+    can be placed before the first copy is catalogued)."""
+
+    __table_args__ = {"schema": SCHEMA}
+
+    isbn: str = Field(primary_key=True)
+    bib_id: str | None = None
+    on_order: int = 0
+
+
+class RouteVisit(SQLModel, table=True):
+    """A planned route's stops (from `logistics.route_planned`): where a copy can ride
+    straight to a pickup branch."""
+
+    __tablename__ = "route_visit"
+    __table_args__ = {"schema": SCHEMA}
+
+    route_id: str = Field(primary_key=True)
+    date: date
+    sites: list[str] = Field(sa_column=Column(JSONB, nullable=False))
 
 
 class Anomaly(SQLModel, table=True):

@@ -1,13 +1,14 @@
 """The circulation service: where every item is and should be."""
 
 from services.circulation.api import router
-from services.circulation.handlers import handlers
-from shared.service.app import ServiceSpec
+from services.circulation.handlers import expire_uncollected, handlers
+from shared.service.app import Job, ServiceSpec
 
 SPEC = ServiceSpec(
     name="circulation",
     handlers=handlers,
     router=router,
     retained=(("anomaly", "at"),),
-    description="Where every item is and should be: check-ins, check-outs, transfers.",
+    jobs=(Job("hold-shelf-expiry", 600.0, expire_uncollected),),
+    description="Where every item is and should be: check-ins, check-outs, holds, transfers.",
 )

@@ -54,7 +54,7 @@ class BranchRenewal(BranchEvent):
     due: date | None = None
 
 
-@event("branch.hold_requested", topic=BRANCH_EVENTS, reserved=True)
+@event("branch.hold_requested", topic=BRANCH_EVENTS)
 class BranchHoldRequested(BranchEvent):
     patron: str = Field(min_length=1)
     isbn: str | None = None
@@ -68,7 +68,7 @@ class BranchHoldRequested(BranchEvent):
         return self
 
 
-@event("branch.hold_cancelled", topic=BRANCH_EVENTS, reserved=True)
+@event("branch.hold_cancelled", topic=BRANCH_EVENTS)
 class BranchHoldCancelled(BranchEvent):
     patron: str
     hold_id: str

@@ -57,7 +57,7 @@ class ItemStatusChanged(Event):
     owning_branch: Code
 
 
-@event("circulation.hold_placed", topic=CIRCULATION_HOLDS, reserved=True)
+@event("circulation.hold_placed", topic=CIRCULATION_HOLDS)
 class HoldPlaced(Event):
     hold_id: str
     patron: str
@@ -65,7 +65,7 @@ class HoldPlaced(Event):
     pickup_branch: Code
 
 
-@event("circulation.hold_ready", topic=CIRCULATION_HOLDS, reserved=True)
+@event("circulation.hold_ready", topic=CIRCULATION_HOLDS)
 class HoldReady(Event):
     hold_id: str
     barcode: str
@@ -73,7 +73,7 @@ class HoldReady(Event):
     expires_on: date
 
 
-@event("circulation.hold_closed", topic=CIRCULATION_HOLDS, reserved=True)
+@event("circulation.hold_closed", topic=CIRCULATION_HOLDS)
 class HoldClosed(Event):
     hold_id: str
     outcome: Literal["fulfilled", "cancelled", "expired"]

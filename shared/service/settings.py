@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     processing_site: str = "JX-CENTRAL"
     # The library's local time zone: opening hours, courier days and route times are in it.
     timezone: str = "Asia/Shanghai"
+    # Circulation: days a hold waits on the hold shelf; active holds a reader may have.
+    hold_shelf_days: int = Field(default=7, ge=1, le=90)
+    holds_per_patron: int = Field(default=50, ge=1)
     # Logistics: crates and daily routes (docs/planning.md says how a library sets them).
     crate_capacity: int = Field(default=40, ge=1, le=1000)
     route_target_hours: float = Field(default=48.0, gt=0)

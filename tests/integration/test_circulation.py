@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlmodel import col, select
 
+from services.circulation.models import Anomaly
 from services.circulation.spec import SPEC
 from tests.support import (
     Infra,
@@ -135,27 +137,29 @@ async def test_checkin_at_destination_completes_the_transfer(infra: Infra) -> No
         assert await settled() == 0
 
 
-async def test_branch_types_no_service_handles_are_refused_not_skipped(infra: Infra) -> None:
-    """A hold request has no handler yet: 422 naming the type over HTTP; DLQ on the topic."""
+async def test_a_hold_request_the_rules_refuse_is_an_anomaly_not_a_crash(infra: Infra) -> None:
+    """Every branch type is handled now: a hold request for a title nobody has, over HTTP
+    and on the topic, is answered with an anomaly for staff and the stream moves on."""
     settings = await new_env(infra)
     desk = token("desk", site="JX-B")
     hold = cloud_event("branch.hold_requested", "P1",
                        {"branch": "JX-B", "patron": "P1", "isbn": "9787020002207"},
                        source="branch/JX-B")
+    again = {**hold, "id": "evt-again"}
     async with running_service(SPEC, settings) as client:
         r = await client.post("/branch-events", json=[hold], headers=desk)
-        assert r.status_code == 422
-        assert r.headers["content-type"].startswith("application/problem+json")
-        [error] = r.json()["detail"]
-        assert error["loc"] == ["body", 0, "type"] and error["type"] == "unhandled_type"
-        assert "branch.hold_requested" in error["msg"]
+        assert r.status_code == 202, r.text
+        await produce(settings, "branch.events", [again])
 
-        await produce(settings, "branch.events", [hold])
-        [record] = await read_topic(settings, "dlq.circulation", at_least=1, settle=1.0)
-        headers = dict(record.headers)
-        assert headers["error-type"] == b"unhandled_type"
-        assert b"branch.hold_requested" in headers["error"]
-        assert record.key == b"P1"
+        async def refused() -> list[Anomaly]:
+            async with client.service.uow() as uow:
+                rows = (await uow.session.exec(select(Anomaly).where(
+                    col(Anomaly.kind) == "hold_refused"))).all()
+            return list(rows) if len(rows) == 2 else []
+
+        anomalies = await eventually(refused, what="two refused hold requests")
+        assert all("JX-B" in a.detail for a in anomalies)
+        assert await read_topic(settings, "dlq.circulation", at_least=0, settle=1.0) == []
 
 
 async def test_errors_are_problem_responses(infra: Infra) -> None:
