@@ -20,6 +20,7 @@ from tests.e2e.conftest import E2E
 from tests.support import (
     asyncpg_dsn,
     branch_event,
+    cloud_event,
     events_of,
     eventually,
     item_cataloged,
@@ -361,3 +362,106 @@ async def test_e_a_return_travels_by_planned_routes_and_driver_scans(system: E2E
         system.settings, "logistics.shipments", at_least=1,
         where=lambda rec: rec.key == barcode.encode()), "logistics.shipment_delivered")
     assert [e["data"]["site"] for e in delivered] == [HAINING]
+
+
+async def test_f_a_hold_for_a_title_held_only_elsewhere(system: E2E) -> None:
+    """A reader at Pinghu asks for a title held only at Haining → the copy is checked in
+    at Haining → transfer → shipment → crates and routes → delivered → the hold shelf at
+    Pinghu → checked out there by that reader."""
+    barcode, bib, reader = (f"E2E-F-{uuid.uuid4().hex[:6]}", f"bib-{uuid.uuid4().hex[:8]}",
+                            f"P-{uuid.uuid4().hex[:6]}")
+    cataloged = item_cataloged(barcode, HAINING)
+    cataloged["data"]["bib_id"] = bib
+    await produce(system.settings, "cataloging.items", [cataloged])
+
+    async def registered():
+        return (await item(system, barcode)).get("status") == "available"
+
+    await eventually(registered, what="the only copy at Haining")
+    r = await system.post("circulation", "/branch-events",
+                          branch_event("branch.checkout", HAINING, barcode, patron="P-other"),
+                          role="desk", site=HAINING)
+    assert r.status_code == 202, r.text
+
+    async def on_loan():
+        return (await item(system, barcode)).get("status") == "on_loan"
+
+    await eventually(on_loan, what="the copy on loan at Haining")
+    request = cloud_event("branch.hold_requested", reader,
+                          {"branch": PINGHU, "patron": reader, "bib_id": bib,
+                           "hold_id": f"H-{reader}"}, source=f"branch/{PINGHU}")
+    r = await system.post("circulation", "/branch-events", request, role="desk", site=PINGHU)
+    assert r.status_code == 202, r.text
+    hold_id = f"H-{reader}"
+
+    async def waiting():
+        r = await system.get("circulation", f"/holds/{hold_id}")
+        return r.status_code == 200 and r.json()["status"] == "waiting" and r.json()
+
+    assert (await eventually(waiting, what="the hold waiting"))["position"] == 1
+    r = await system.post("circulation", "/branch-events",
+                          branch_event("branch.checkin", HAINING, barcode),
+                          role="branch_system", site=HAINING)
+    assert r.status_code == 202, r.text
+
+    async def sent_to_the_reader():
+        view = await item(system, barcode)
+        transfer = view.get("open_transfer") or {}
+        return transfer.get("reason") == "hold" and transfer.get("to_site") == PINGHU
+
+    await eventually(sent_to_the_reader, what="a transfer to the pickup branch")
+    await shipment_for(system, barcode)
+
+    async def drive(day: str, origin: str, destination: str) -> None:
+        """Pack at the origin, plan the day, and drive the crate from origin to
+        destination on the route that visits the stop (the hub is one end)."""
+        role = {"role": "desk", "site": origin} if origin != "JX-HUB" else {
+            "role": "dispatcher"}
+        r = await system.post("logistics", f"/sites/{origin}/pack", {}, **role)
+        assert r.status_code == 200, r.text
+        [shipment] = [s for s in (await system.get(
+            "logistics", f"/shipments?barcode={barcode}")).json() if s["status"] in (
+            "created", "arrived")]
+        crate = shipment["crate_id"]
+        r = await system.post("logistics", "/routes/plan", {"date": day, "seconds": 2},
+                              role="dispatcher")
+        assert r.status_code == 200, r.text
+        stop = destination if origin == "JX-HUB" else origin
+        for route in r.json()[0]["routes"]:
+            view = (await system.get("logistics", f"/routes/{route['route_id']}")).json()
+            if any(s["site"] == stop for s in view["stops"]):
+                break
+        else:
+            raise AssertionError(f"no route of {day} stops at {stop}")
+        for n, (site, kind) in enumerate([(origin, "load"), (destination, "unload")]):
+            r = await system.post("logistics", "/scans", {
+                "scan_id": str(uuid.uuid4()), "route_id": route["route_id"], "site": site,
+                "kind": kind, "crate_id": crate, "barcodes": [],
+                "time": f"{day}T{10 + n}:00:00+08:00"}, role="driver", driver=route["driver"])
+            assert r.status_code == 200, r.text
+
+    await drive("2026-12-03", HAINING, "JX-HUB")
+    await drive("2026-12-04", "JX-HUB", PINGHU)
+
+    async def on_the_hold_shelf():
+        view = await item(system, barcode)
+        return view.get("status") == "on_hold_shelf" and view.get("site") == PINGHU
+
+    await eventually(on_the_hold_shelf, what="the copy on Pinghu's hold shelf")
+    shelf = (await system.get("circulation", f"/sites/{PINGHU}/hold-shelf",
+                              role="desk", site=PINGHU)).json()
+    assert any(h["hold_id"] == hold_id and h["patron"] == reader for h in shelf)
+    r = await system.post("circulation", "/branch-events",
+                          branch_event("branch.checkout", PINGHU, barcode, patron=reader),
+                          role="desk", site=PINGHU)
+    assert r.status_code == 202, r.text
+
+    async def collected():
+        r = await system.get("circulation", f"/holds/{hold_id}")
+        return r.json()["status"] == "fulfilled"
+
+    await eventually(collected, what="the hold fulfilled")
+    holds = events_of(await read_topic(system.settings, "circulation.holds", at_least=3,
+                                       where=lambda rec: rec.key == hold_id.encode()))
+    assert [e["type"] for e in holds] == ["circulation.hold_placed", "circulation.hold_ready",
+                                          "circulation.hold_closed"]
