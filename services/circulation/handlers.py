@@ -164,9 +164,17 @@ async def _open_transfer(uow: UnitOfWork, item: Item) -> Transfer | None:
     return await uow.repo(Transfer).get(item.open_transfer_id) if item.open_transfer_id else None
 
 
+def _is_late(item: Item, env: Envelope) -> bool:
+    """A fact older than one already applied to the item (an offline batch sent late)."""
+    return item.last_event_at is not None and env.time < item.last_event_at
+
+
 @handlers.on(BranchCheckin)
 async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> None:
     item = await _item_for_fact(uow, env, data.barcode, data.branch)
+    if _is_late(item, env):
+        await _late_checkin(uow, env, item, data)
+        return
     before = (item.status, item.site)
     loan_id = await _close_loan(uow, item, data.branch, env.time)
     item.last_event_at = env.time
@@ -222,6 +230,9 @@ async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> Non
 @handlers.on(BranchCheckout)
 async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> None:
     item = await _item_for_fact(uow, env, data.barcode, data.branch)
+    if _is_late(item, env):
+        await _late_checkout(uow, env, item, data)
+        return
     before = (item.status, item.site)
     if item.loan_id:
         old = await _close_loan(uow, item, data.branch, env.time)
@@ -257,6 +268,13 @@ async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> N
 async def on_renewal(uow: UnitOfWork, env: Envelope, data: BranchRenewal) -> None:
     item = await _item_for_fact(uow, env, data.barcode, data.branch)
     loan = await uow.repo(Loan).get(item.loan_id) if item.loan_id else None
+    if loan is not None and env.time < loan.checked_out_at:
+        loan = None  # a renewal older than the current loan renews nothing that still runs
+    if loan is None and _is_late(item, env):
+        _record_anomaly(uow, env, item.barcode, "late_renewal",
+                        f"renewal at {data.branch} dated {env.time.isoformat()} arrived after "
+                        "the loan it renewed had ended")
+        return
     if loan is None:
         _record_anomaly(uow, env, item.barcode, "renewal_without_loan",
                         f"renewal at {data.branch} for an item not on loan")
@@ -267,6 +285,12 @@ async def on_renewal(uow: UnitOfWork, env: Envelope, data: BranchRenewal) -> Non
 @handlers.on(BranchItemMissing)
 async def on_item_missing(uow: UnitOfWork, env: Envelope, data: BranchItemMissing) -> None:
     item = await _item_for_fact(uow, env, data.barcode, data.branch)
+    if _is_late(item, env):
+        _record_anomaly(uow, env, item.barcode, "late_missing",
+                        f"reported missing at {data.branch} at {env.time.isoformat()}, but "
+                        "the item was seen since: kept as it is")
+        return
+    item.last_event_at = env.time
     before = (item.status, item.site)
     item.status, item.site = "missing", data.branch
     _status_changed(uow, env, item, before)
@@ -352,6 +376,85 @@ async def on_order_opened(uow: UnitOfWork, env: Envelope, data: OrderOpened) -> 
             uow.repo(Title).add(Title(isbn=isbn, on_order=line.quantity))
         else:
             title.on_order += line.quantity
+
+
+# --- facts that arrive late ----------------------------------------------------------------
+
+
+async def _late_checkout(uow: UnitOfWork, env: Envelope, item: Item,
+                         data: BranchCheckout) -> None:
+    """A check-out older than what was already applied (a kiosk's offline batch).
+
+    It is put where it belongs in time, never applied on top: the loan running then (if
+    any) ends at this check-out, as live delivery would have ended it (an anomaly, as
+    live); the new loan ends where the next fact already applied ended it (a later
+    check-out, or the check-in that returned the loan running then). When nothing later
+    ended it, it is the item's current loan, exactly as live delivery would leave it.
+    """
+    running = await _loan_at(uow, item.barcode, env.time)
+    later = await _loans_after(uow, item.barcode, env.time)
+    ends: list[datetime] = [later[0].checked_out_at] if later else []
+    if running is not None and running.returned_at is not None \
+            and running.returned_at > env.time:
+        ends.append(running.returned_at)
+    current = (running is not None and running.loan_id == item.loan_id
+               and running.returned_at is None)
+    if not ends and not current and item.last_event_at is not None:
+        ends.append(item.last_event_at)  # returned by the later fact (a check-in)
+    loan = Loan(loan_id=new_id(), barcode=item.barcode, patron=data.patron,
+                branch=data.branch, checked_out_at=env.time,
+                due=domain.due_date(env.time.date(), data.due),
+                returned_at=min(ends) if ends else None)
+    uow.repo(Loan).add(loan)
+    if running is not None and (running.returned_at is None or running.returned_at > env.time):
+        was_current = current
+        running.returned_at, running.returned_branch = env.time, data.branch
+        _record_anomaly(uow, env, item.barcode, "checkout_while_on_loan",
+                        f"loan {running.loan_id} closed by a check-out at {data.branch} "
+                        f"dated {env.time.isoformat()} (arrived late)")
+        if was_current and not ends:
+            before = (item.status, item.site)
+            item.loan_id, item.status, item.site = loan.loan_id, "on_loan", data.branch
+            uow.emit(ItemCheckedOut(barcode=item.barcode, branch=data.branch,
+                                    patron=data.patron, loan_id=loan.loan_id, due=loan.due),
+                     subject=item.barcode, cause=env)
+            _status_changed(uow, env, item, before)
+
+
+async def _late_checkin(uow: UnitOfWork, env: Envelope, item: Item,
+                        data: BranchCheckin) -> None:
+    """A check-in older than what was already applied: it returned the loan that was
+    running then (if a later check-out closed that loan, the return time is corrected);
+    where the item is now is decided by the later facts, so nothing else changes."""
+    running = await _loan_at(uow, item.barcode, env.time)
+    if running is not None and (running.returned_at is None or running.returned_at > env.time):
+        if running.loan_id == item.loan_id:
+            # The loan still open was started before this check-in: a late return that
+            # the later facts did not see. Applying it would move the item now; instead
+            # the item is reported for staff, since the shelf and the record disagree.
+            _record_anomaly(uow, env, item.barcode, "late_checkin",
+                            f"check-in at {data.branch} ({env.time.isoformat()}) arrived "
+                            f"after later facts while loan {running.loan_id} is still open")
+            return
+        running.returned_at, running.returned_branch = env.time, data.branch
+
+
+async def _loans_after(uow: UnitOfWork, barcode: str, at: datetime) -> list[Loan]:
+    if not isinstance(uow, SqlUnitOfWork):
+        return []
+    rows = await uow.session.exec(select(Loan).where(
+        col(Loan.barcode) == barcode, col(Loan.checked_out_at) > at)
+        .order_by(col(Loan.checked_out_at)))
+    return list(rows)
+
+
+async def _loan_at(uow: UnitOfWork, barcode: str, at: datetime) -> Loan | None:
+    """The loan of `barcode` that had started by `at` (the latest such)."""
+    if not isinstance(uow, SqlUnitOfWork):
+        return None
+    return (await uow.session.exec(select(Loan).where(
+        col(Loan.barcode) == barcode, col(Loan.checked_out_at) <= at)
+        .order_by(col(Loan.checked_out_at).desc()).limit(1))).first()
 
 
 # --- holds ----------------------------------------------------------------------------------

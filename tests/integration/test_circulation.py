@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sqlmodel import col, select
 
-from services.circulation.models import Anomaly
+from services.circulation.models import Anomaly, Loan
 from services.circulation.spec import SPEC
 from tests.support import (
     Infra,
@@ -92,7 +92,7 @@ async def test_branch_token_speaks_only_for_its_site(infra: Infra) -> None:
 async def test_checkin_at_destination_completes_the_transfer(infra: Infra) -> None:
     from sqlalchemy import func, select
 
-    from services.circulation.models import Anomaly
+    from services.circulation.models import Anomaly, Loan
 
     settings = await new_env(infra)
     async with running_service(SPEC, settings) as client:
@@ -172,3 +172,48 @@ async def test_errors_are_problem_responses(infra: Infra) -> None:
         assert "NOPE" in body["detail"]
         r = await client.get("/items/NOPE")
         assert r.status_code == 401 and r.json()["type"].endswith("/unauthorized")
+
+
+async def test_a_late_offline_checkout_is_reconciled_not_applied_on_top(infra: Infra) -> None:
+    """A kiosk uploads its offline 10:00 check-out after the 10:05 check-in was applied:
+    the item stays on its way home, the loan is recorded as 10:00-10:05."""
+    settings = await new_env(infra)
+    kiosk = token("branch_system", site="JX-HY-02")
+    async with running_service(SPEC, settings) as client:
+        await produce(settings, "cataloging.items", [item_cataloged("LATE-1", "JX-HN-01")])
+
+        async def registered():
+            r = await client.get("/items/LATE-1", headers=token("admin"))
+            return r.status_code == 200
+
+        await eventually(registered, what="item registered")
+        checkin = branch_event("branch.checkin", "JX-HY-02", "LATE-1")
+        checkin["time"] = "2026-11-23T10:05:00+08:00"
+        checkout = branch_event("branch.checkout", "JX-HY-02", "LATE-1", patron="P-9")
+        checkout["time"] = "2026-11-23T10:00:00+08:00"
+        for event in (checkin, checkout):  # in arrival order, not time order
+            r = await client.post("/branch-events", json=event, headers=kiosk)
+            assert r.status_code == 202, r.text
+        later = branch_event("branch.renewal", "JX-HY-02", "LATE-1", patron="P-9")
+        later["time"] = "2026-11-23T10:01:00+08:00"
+        r = await client.post("/branch-events", json=later, headers=kiosk)
+        assert r.status_code == 202
+
+        async def settled():
+            async with client.service.uow() as uow:
+                loans = (await uow.session.exec(select(Loan).where(
+                    col(Loan.barcode) == "LATE-1"))).all()
+                kinds = (await uow.session.exec(select(Anomaly.kind).where(
+                    col(Anomaly.barcode) == "LATE-1"))).all()
+            return (loans, kinds) if loans and "late_renewal" in kinds else None
+
+        loans, kinds = await eventually(settled, what="the late facts reconciled")
+        [loan] = loans
+        assert loan.checked_out_at.isoformat() == "2026-11-23T02:00:00+00:00"
+        assert loan.returned_at is not None
+        assert loan.returned_at.isoformat() == "2026-11-23T02:05:00+00:00"
+        view = (await client.get("/items/LATE-1", headers=token("admin"))).json()
+        assert view["status"] == "in_transit" and view["loan"] is None
+        assert view["open_transfer"]["to_site"] == "JX-HN-01"
+        records = await read_topic(settings, "circulation.transfers", at_least=1, settle=1.0)
+        assert not events_of(records, "circulation.transfer_cancelled")
