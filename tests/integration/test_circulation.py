@@ -92,7 +92,7 @@ async def test_branch_token_speaks_only_for_its_site(infra: Infra) -> None:
 async def test_checkin_at_destination_completes_the_transfer(infra: Infra) -> None:
     from sqlalchemy import func, select
 
-    from services.circulation.models import Anomaly, Loan
+    from services.circulation.models import Anomaly
 
     settings = await new_env(infra)
     async with running_service(SPEC, settings) as client:
