@@ -208,6 +208,7 @@ async def test_a_late_offline_checkout_is_reconciled_not_applied_on_top(infra: I
             return (loans, kinds) if loans and "late_renewal" in kinds else None
 
         loans, kinds = await eventually(settled, what="the late facts reconciled")
+        assert "checkout_while_on_loan" not in kinds  # reconciled: nothing was on loan
         [loan] = loans
         assert loan.checked_out_at.isoformat() == "2026-11-23T02:00:00+00:00"
         assert loan.returned_at is not None
