@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Annotated, Any
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field, model_validator
 from sqlmodel import col, select
 
 from services.circulation import domain
 from services.circulation.handlers import cancel_hold, handlers, place_hold
-from services.circulation.models import Hold, Item, Loan, Transfer
+from services.circulation.models import Anomaly, Hold, Item, Loan, Transfer
 from shared.contracts import (
     BRANCH_EVENTS,
     EVENTS,
@@ -21,7 +21,7 @@ from shared.contracts import (
     utcnow,
 )
 from shared.contracts.branch import BranchEvent
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.service.app import ServiceDep, SessionDep
 from shared.service.auth import SITE_ROLES, Principal, current_principal, require
 
@@ -272,3 +272,161 @@ async def hold_shelf(code: str, session: SessionDep,
         col(Hold.pickup_branch) == code, col(Hold.status) == "ready")
         .order_by(col(Hold.expires_on), col(Hold.hold_id)))
     return [_hold_view(h, principal) for h in rows]
+
+
+# --- staff views: anomalies, transfers, a reader's loans and holds ---------------------------
+
+
+class AnomalyView(BaseModel):
+    id: int
+    barcode: str
+    kind: str = Field(description="checkout_while_on_loan | checkout_in_transit | "
+                                  "checkout_of_held_item | renewal_without_loan | unknown_item "
+                                  "| delivery_without_open_transfer | late_checkin | "
+                                  "late_renewal | late_missing | hold_refused | ...")
+    detail: str
+    site: str | None
+    at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution: str | None
+
+
+@router.get("/anomalies", response_model=list[AnomalyView], tags=["staff"])
+async def list_anomalies(
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(current_principal)],
+    site: Annotated[str | None, Query(min_length=1)] = None,
+    open_only: Annotated[bool, Query(alias="open")] = True,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[AnomalyView]:
+    """Facts that contradicted circulation's record, oldest first; a desk sees its site's."""
+    if principal.role in SITE_ROLES:
+        site = principal.site
+    query = select(Anomaly)
+    if site:
+        query = query.where(col(Anomaly.site) == site)
+    if open_only:
+        query = query.where(col(Anomaly.resolved_at).is_(None))
+    rows = await session.exec(query.order_by(col(Anomaly.at), col(Anomaly.id)).limit(limit))
+    return [AnomalyView.model_validate(a, from_attributes=True) for a in rows]
+
+
+class ResolveIn(BaseModel):
+    resolution: str = Field(min_length=1, max_length=2000,
+                            description="What staff found and did")
+
+
+@router.post("/anomalies/{anomaly_id}/resolve", response_model=AnomalyView, tags=["staff"])
+async def resolve_anomaly(
+    anomaly_id: int,
+    body: ResolveIn,
+    service: ServiceDep,
+    principal: Annotated[Principal, require("desk")],
+) -> AnomalyView:
+    """Mark an anomaly dealt with (a desk: its own site's); 409 if it already was."""
+    async with service.uow() as uow:
+        anomaly = await uow.session.get(Anomaly, anomaly_id, with_for_update=True)
+        if anomaly is None:
+            raise NotFound(f"no anomaly {anomaly_id}")
+        if principal.role in SITE_ROLES and anomaly.site != principal.site:
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"anomaly {anomaly_id} belongs to {anomaly.site}")
+        if anomaly.resolved_at is not None:
+            raise Conflict(f"anomaly {anomaly_id} was resolved at "
+                           f"{anomaly.resolved_at.isoformat()}")
+        anomaly.resolved_at, anomaly.resolved_by = utcnow(), principal.subject
+        anomaly.resolution = body.resolution
+        view = AnomalyView.model_validate(anomaly, from_attributes=True)
+    return view
+
+
+class SiteTransferView(BaseModel):
+    transfer_id: str
+    barcode: str
+    from_site: str
+    to_site: str
+    reason: str
+    hold_id: str | None
+    requested_at: datetime
+    age_days: float
+
+
+@router.get("/sites/{code}/transfers", response_model=list[SiteTransferView], tags=["staff"])
+async def site_transfers(
+    code: str,
+    session: SessionDep,
+    _: Annotated[Principal, Depends(current_principal)],
+    direction: Annotated[Literal["in", "out"], Query()] = "in",
+    older_than_days: Annotated[float, Query(ge=0, le=3650)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> list[SiteTransferView]:
+    """Open transfers coming to (`in`) or leaving (`out`) a site, oldest first;
+    `older_than_days` lists only the late ones."""
+    now = utcnow()
+    end = col(Transfer.to_site) if direction == "in" else col(Transfer.from_site)
+    rows = await session.exec(select(Transfer).where(
+        end == code, col(Transfer.status) == "open",
+        col(Transfer.requested_at) <= now - timedelta(days=older_than_days))
+        .order_by(col(Transfer.requested_at)).limit(limit))
+    return [SiteTransferView(**t.model_dump(include={"transfer_id", "barcode", "from_site",
+                                                     "to_site", "reason", "hold_id",
+                                                     "requested_at"}),
+                             age_days=round((now - t.requested_at).total_seconds() / 86400, 2))
+            for t in rows]
+
+
+class PatronLoanView(BaseModel):
+    loan_id: str
+    barcode: str
+    branch: str
+    checked_out_at: datetime
+    due: date
+    overdue: bool
+
+
+class PatronView(BaseModel):
+    patron: str
+    loans: list[PatronLoanView]
+    holds: list[HoldView]
+
+
+@router.get("/patrons/{patron}", response_model=PatronView, tags=["staff"])
+async def patron_view(
+    patron: str,
+    session: SessionDep,
+    principal: Annotated[Principal, require("desk")],
+) -> PatronView:
+    """A reader's current loans and active holds, for the desk serving them (patron data:
+    desk and admin only)."""
+    today = utcnow().date()
+    loans = await session.exec(select(Loan).where(
+        col(Loan.patron) == patron, col(Loan.returned_at).is_(None))
+        .order_by(col(Loan.due)))
+    holds = await session.exec(select(Hold).where(
+        col(Hold.patron) == patron, col(Hold.status).in_(domain.ACTIVE_HOLD_STATUSES))
+        .order_by(col(Hold.placed_at)))
+    return PatronView(
+        patron=patron,
+        loans=[PatronLoanView(loan_id=loan.loan_id, barcode=loan.barcode, branch=loan.branch,
+                              checked_out_at=loan.checked_out_at, due=loan.due,
+                              overdue=loan.due < today) for loan in loans],
+        holds=[HoldView(**_hold_view(h, Principal(role="admin")).model_dump())
+               for h in holds])
+
+
+@router.get("/sites/{code}/overdue", response_model=list[PatronLoanView], tags=["staff"])
+async def overdue_loans(
+    code: str,
+    session: SessionDep,
+    _: Annotated[Principal, Depends(current_principal)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> list[PatronLoanView]:
+    """Loans made at a site and past their due date, most overdue first."""
+    today = utcnow().date()
+    rows = await session.exec(select(Loan).where(
+        col(Loan.branch) == code, col(Loan.returned_at).is_(None), col(Loan.due) < today)
+        .order_by(col(Loan.due)).limit(limit))
+    return [PatronLoanView(loan_id=loan.loan_id, barcode=loan.barcode, branch=loan.branch,
+                           checked_out_at=loan.checked_out_at, due=loan.due, overdue=True)
+            for loan in rows]

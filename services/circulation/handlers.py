@@ -88,8 +88,10 @@ async def _floating(uow: UnitOfWork, code: str | None) -> str | None:
 
 
 def _record_anomaly(uow: UnitOfWork, env: Envelope, barcode: str, kind: str, detail: str) -> None:
+    """A fact that contradicts what circulation believed, kept for the branch's staff."""
+    site = env.source.removeprefix("branch/") if env.source.startswith("branch/") else None
     uow.repo(Anomaly).add(Anomaly(barcode=barcode, kind=kind, detail=detail, event_id=env.id,
-                                  at=utcnow()))
+                                  at=utcnow(), site=site))
 
 
 def _status_changed(uow: UnitOfWork, env: Envelope | None, item: Item,
@@ -252,6 +254,10 @@ async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> N
             item.hold_id = None
     transfer = await _open_transfer(uow, item)
     if transfer is not None:
+        if transfer.from_site != data.branch:
+            _record_anomaly(uow, env, item.barcode, "checkout_in_transit",
+                            f"checked out at {data.branch} while on its way from "
+                            f"{transfer.from_site} to {transfer.to_site}")
         _close_transfer(uow, env, transfer, item, completed_at=None,
                         cancel_reason=f"checked out at {data.branch}")
     loan = Loan(loan_id=new_id(), barcode=item.barcode, patron=data.patron, branch=data.branch,

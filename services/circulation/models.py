@@ -144,3 +144,8 @@ class Anomaly(SQLModel, table=True):
     detail: str
     event_id: str
     at: datetime = Field(sa_column=_ts(False))
+    #: The branch whose fact it was (None for facts from the services).
+    site: str | None = Field(default=None, index=True)
+    resolved_at: datetime | None = Field(default=None, sa_column=_ts())
+    resolved_by: str | None = None
+    resolution: str | None = None

@@ -465,3 +465,35 @@ async def test_f_a_hold_for_a_title_held_only_elsewhere(system: E2E) -> None:
                                        where=lambda rec: rec.key == hold_id.encode()))
     assert [e["type"] for e in holds] == ["circulation.hold_placed", "circulation.hold_ready",
                                           "circulation.hold_closed"]
+
+
+async def test_g_two_branches_check_out_one_item_in_the_same_second(system: E2E) -> None:
+    barcode = f"E2E-G-{uuid.uuid4().hex[:6]}"
+    await produce(system.settings, "cataloging.items", [item_cataloged(barcode, HAINING)])
+
+    async def registered():
+        return (await item(system, barcode)).get("status") == "available"
+
+    await eventually(registered, what="item registered")
+    same_second = datetime.now(UTC).replace(microsecond=0).isoformat()
+    outs = []
+    for branch, patron in ((HAINING, "P-HN"), (PINGHU, "P-PH")):
+        event = branch_event("branch.checkout", branch, barcode, patron=patron)
+        event["time"] = same_second
+        outs.append(system.post("circulation", "/branch-events", event,
+                                role="branch_system", site=branch))
+    answers = await asyncio.gather(*outs)
+    assert [a.status_code for a in answers] == [202, 202]
+
+    async def one_loan_one_anomaly():
+        view = await item(system, barcode)
+        anomalies = [a for a in (await system.get(
+            "circulation", "/anomalies?limit=1000")).json() if a["barcode"] == barcode]
+        return view.get("status") == "on_loan" and len(anomalies) == 1 and (view, anomalies)
+
+    view, [anomaly] = await eventually(one_loan_one_anomaly, what="one loan, one anomaly")
+    assert anomaly["kind"] == "checkout_while_on_loan"
+    dsn = asyncpg_dsn(system.settings.db_url_for("circulation"))
+    open_loans = await _count(dsn, "SELECT count(*) FROM circulation.loan WHERE barcode = "
+                              f"'{barcode}' AND returned_at IS NULL")
+    assert open_loans == 1 and view["loan"]["branch"] in (HAINING, PINGHU)

@@ -218,3 +218,68 @@ async def test_a_late_offline_checkout_is_reconciled_not_applied_on_top(infra: I
         assert view["open_transfer"]["to_site"] == "JX-HN-01"
         records = await read_topic(settings, "circulation.transfers", at_least=1, settle=1.0)
         assert not events_of(records, "circulation.transfer_cancelled")
+
+
+async def test_staff_views_anomalies_transfers_and_a_readers_loans(infra: Infra) -> None:
+    settings = await new_env(infra)
+    hn, hy = token("desk", site="JX-HN-01"), token("desk", site="JX-HY-02")
+    async with running_service(SPEC, settings) as client:
+        await produce(settings, "cataloging.items", [item_cataloged("V1", "JX-HN-01")])
+
+        async def registered():
+            return (await client.get("/items/V1", headers=token("admin"))).status_code == 200
+
+        await eventually(registered, what="item registered")
+        out = branch_event("branch.checkout", "JX-HN-01", "V1", patron="P-7",
+                           due="2000-01-01")
+        renew = branch_event("branch.renewal", "JX-HY-02", "NEVER-LENT", patron="P-7")
+        back = branch_event("branch.checkin", "JX-HY-02", "V1")
+        for event, desk in ((out, hn), (renew, hy)):
+            assert (await client.post("/branch-events", json=event,
+                                      headers=desk)).status_code == 202
+
+        async def overdue():
+            r = await client.get("/sites/JX-HN-01/overdue", headers=hn)
+            return r.json() if r.json() else None
+
+        [loan] = await eventually(overdue, what="an overdue loan")
+        assert loan["barcode"] == "V1" and loan["overdue"] is True
+        r = await client.get("/patrons/P-7", headers=hn)
+        assert [x["barcode"] for x in r.json()["loans"]] == ["V1"]
+        assert (await client.get("/patrons/P-7", headers=token("driver", driver="D"))
+                ).status_code == 403
+        assert (await client.post("/branch-events", json=back, headers=hy)).status_code == 202
+
+        async def anomalies():
+            r = await client.get("/anomalies", headers=hy)
+            kinds = {a["kind"] for a in r.json()}
+            return r.json() if {"unknown_item", "renewal_without_loan"} <= kinds else None
+
+        found = await eventually(anomalies, what="the renewal's anomalies at JX-HY-02")
+        assert all(a["site"] == "JX-HY-02" for a in found)
+        assert (await client.get("/anomalies", headers=hn)).json() == []  # not theirs
+        first = found[0]["id"]
+        r = await client.post(f"/anomalies/{first}/resolve",
+                              json={"resolution": "barcode label replaced"}, headers=hn)
+        assert r.status_code == 403
+        r = await client.post(f"/anomalies/{first}/resolve",
+                              json={"resolution": "barcode label replaced"}, headers=hy)
+        assert r.status_code == 200 and r.json()["resolved_by"]
+        r = await client.post(f"/anomalies/{first}/resolve",
+                              json={"resolution": "again"}, headers=hy)
+        assert r.status_code == 409
+        assert first not in [a["id"] for a in (await client.get(
+            "/anomalies", headers=hy)).json()]
+
+        async def transfer_out():
+            r = await client.get("/sites/JX-HY-02/transfers",
+                                 params={"direction": "out"}, headers=hy)
+            return r.json() or None
+
+        [moving] = await eventually(transfer_out, what="the transfer home")
+        assert (moving["barcode"], moving["to_site"]) == ("V1", "JX-HN-01")
+        r = await client.get("/sites/JX-HN-01/transfers", headers=hn)
+        assert [t["barcode"] for t in r.json()] == ["V1"]
+        r = await client.get("/sites/JX-HN-01/transfers",
+                             params={"older_than_days": 3}, headers=hn)
+        assert r.json() == []  # not late yet
