@@ -46,12 +46,14 @@ from shared.contracts.circulation import (
     ItemStatusChanged,
     TransferCancelled,
     TransferCompleted,
+    TransferLate,
     TransferRequested,
 )
 from shared.contracts.logistics import RoutePlanned, ShipmentDelivered, SiteUpserted
 from shared.errors import Conflict, Invalid, NotFound
 from shared.messaging.consumer import Handlers
 from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
+from shared.service import metrics
 
 handlers = Handlers()
 
@@ -707,6 +709,36 @@ async def expire_holds(uow: SqlUnitOfWork, today: date) -> int:
     for hold_id in due:
         await cancel_hold(uow, None, hold_id, outcome="expired")
     return len(due)
+
+
+async def announce_late_transfers(uow: SqlUnitOfWork, now: datetime) -> dict[str, int]:
+    """Open transfers older than TRANSFER_LATE_DAYS: each announced once
+    (`circulation.transfer_late`); returns how many are late per destination."""
+    cutoff = now - timedelta(days=uow.settings.transfer_late_days)
+    late = (await uow.session.exec(select(Transfer).where(
+        col(Transfer.status) == "open", col(Transfer.requested_at) < cutoff)
+        .order_by(col(Transfer.transfer_id)).with_for_update(skip_locked=True))).all()
+    per_site: dict[str, int] = {}
+    for transfer in late:
+        per_site[transfer.to_site] = per_site.get(transfer.to_site, 0) + 1
+        if transfer.late_at is None:
+            transfer.late_at = now
+            uow.emit(TransferLate(
+                transfer_id=transfer.transfer_id, barcode=transfer.barcode,
+                from_site=transfer.from_site, to_site=transfer.to_site,
+                requested_at=transfer.requested_at,
+                age_days=round((now - transfer.requested_at).total_seconds() / 86400, 2)),
+                subject=transfer.barcode)
+    return per_site
+
+
+async def watch_transfers(service: Any) -> None:
+    """Job: announce late transfers and keep the late-transfer gauge per site current."""
+    async with service.uow() as uow:
+        per_site = await announce_late_transfers(uow, utcnow())
+    metrics.LATE_TRANSFERS.clear()
+    for site, count in per_site.items():
+        metrics.LATE_TRANSFERS.labels("circulation", site).set(count)
 
 
 async def expire_uncollected(service: Any) -> None:

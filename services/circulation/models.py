@@ -52,6 +52,8 @@ class Transfer(SQLModel, table=True):
     status: str = "open"  # open | completed | cancelled
     requested_at: datetime = Field(sa_column=_ts(False))
     closed_at: datetime | None = Field(default=None, sa_column=_ts())
+    #: When `circulation.transfer_late` was sent for it (once).
+    late_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
 class Loan(SQLModel, table=True):

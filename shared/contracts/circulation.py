@@ -97,6 +97,16 @@ class TransferCancelled(Event):
     reason: str
 
 
+@event("circulation.transfer_late", topic=CIRCULATION_TRANSFERS)
+class TransferLate(Event):
+    transfer_id: str
+    barcode: str
+    from_site: Code
+    to_site: Code
+    requested_at: AwareDatetime
+    age_days: float
+
+
 @event("circulation.transfer_completed", topic=CIRCULATION_TRANSFERS)
 class TransferCompleted(Event):
     transfer_id: str

@@ -49,6 +49,10 @@ TABLE_ROWS = Gauge(
     "branchline_table_rows", "Rows in a messaging table (outbox, inbox, parked, ...)",
     ["service", "table"],
 )
+LATE_TRANSFERS = Gauge(
+    "branchline_late_transfers", "Open transfers older than TRANSFER_LATE_DAYS, by destination",
+    ["service", "site"],
+)
 OUTBOX_BACKLOG = Gauge(
     "branchline_outbox_backlog", "Outbox rows not yet published", ["service"]
 )

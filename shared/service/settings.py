@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # Circulation: days a hold waits on the hold shelf; active holds a reader may have.
     hold_shelf_days: int = Field(default=7, ge=1, le=90)
     holds_per_patron: int = Field(default=50, ge=1)
+    # Circulation: a transfer open longer than this is late (listed, counted, announced).
+    transfer_late_days: float = Field(default=3.0, gt=0)
     # Logistics: crates and daily routes (docs/planning.md says how a library sets them).
     crate_capacity: int = Field(default=40, ge=1, le=1000)
     route_target_hours: float = Field(default=48.0, gt=0)

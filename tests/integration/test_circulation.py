@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlmodel import col, select
 
+from services.circulation.handlers import announce_late_transfers
 from services.circulation.models import Anomaly, Loan
 from services.circulation.spec import SPEC
 from tests.support import (
@@ -283,3 +285,12 @@ async def test_staff_views_anomalies_transfers_and_a_readers_loans(infra: Infra)
         r = await client.get("/sites/JX-HN-01/transfers",
                              params={"older_than_days": 3}, headers=hn)
         assert r.json() == []  # not late yet
+        # four days on, the job finds it late and announces it once
+        later = datetime.now(UTC) + timedelta(days=4)
+        for _ in range(2):
+            async with client.service.uow() as uow:
+                assert await announce_late_transfers(uow, later) == {"JX-HN-01": 1}
+        records = await read_topic(settings, "circulation.transfers", at_least=2, settle=1.0)
+        [late] = events_of(records, "circulation.transfer_late")
+        assert (late["subject"], late["data"]["to_site"]) == ("V1", "JX-HN-01")
+        assert late["data"]["age_days"] >= 4

@@ -69,6 +69,8 @@ SAMPLES: dict[str, dict] = {
         "reason": "return_home", "requested_at": T,
     },
     "circulation.transfer_cancelled": {"transfer_id": "T1", "barcode": "B1", "reason": "x"},
+    "circulation.transfer_late": {"transfer_id": "T1", "barcode": "B1", "from_site": "JX-HY-01",
+                                  "to_site": "JX-HN-01", "requested_at": T, "age_days": 3.5},
     "circulation.transfer_completed": {"transfer_id": "T1", "barcode": "B1", "site": "JX-HN-01"},
     "network.site_upserted": SITE,
     "network.vehicle_upserted": {
