@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field, model_validator
 from sqlmodel import col, select
 
 from services.circulation import domain
 from services.circulation.handlers import cancel_hold, handlers, place_hold
-from services.circulation.models import Anomaly, Hold, Item, Loan, Transfer
+from services.circulation.models import Anomaly, Hold, Item, Loan, LoanPolicyRow, Transfer
 from shared.contracts import (
     BRANCH_EVENTS,
     EVENTS,
@@ -430,3 +430,44 @@ async def overdue_loans(
     return [PatronLoanView(loan_id=loan.loan_id, barcode=loan.barcode, branch=loan.branch,
                            checked_out_at=loan.checked_out_at, due=loan.due, overdue=True)
             for loan in rows]
+
+
+# --- loan policies ----------------------------------------------------------------------------
+
+
+class LoanPolicyIn(BaseModel):
+    scope: str = Field(default="*", min_length=1, max_length=100,
+                       description="A site code, a floating group, or `*` for everywhere")
+    item_type: str = Field(default="*", min_length=1, max_length=50)
+    loan_days: int = Field(ge=1, le=3650)
+    renewals: int = Field(ge=0, le=100)
+    max_items: int = Field(ge=1, le=10000)
+
+
+class LoanPolicyView(LoanPolicyIn):
+    policy_id: str
+    updated_at: datetime
+
+
+@router.put("/loan-policies/{policy_id}", response_model=LoanPolicyView, tags=["staff"])
+async def put_loan_policy(
+    policy_id: Annotated[str, Path(min_length=1, max_length=100)],
+    body: LoanPolicyIn,
+    service: ServiceDep,
+    _: Annotated[Principal, require()],
+) -> LoanPolicyView:
+    """Create or change a loan policy (admin). The most specific one applies to a loan:
+    the site's own, then its group's, then `*`; the item's type before `*`."""
+    async with service.uow() as uow:
+        row = await uow.repo(LoanPolicyRow).put(LoanPolicyRow(
+            policy_id=policy_id, updated_at=utcnow(), **body.model_dump()))
+        view = LoanPolicyView.model_validate(row, from_attributes=True)
+    return view
+
+
+@router.get("/loan-policies", response_model=list[LoanPolicyView], tags=["staff"])
+async def list_loan_policies(session: SessionDep,
+                             _: Annotated[Principal, Depends(current_principal)],
+                             ) -> list[LoanPolicyView]:
+    rows = await session.exec(select(LoanPolicyRow).order_by(col(LoanPolicyRow.policy_id)))
+    return [LoanPolicyView.model_validate(r, from_attributes=True) for r in rows]

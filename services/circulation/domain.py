@@ -212,3 +212,32 @@ def choose_copy(pickup: str, candidates: list[Candidate],
 def hold_expires_on(ready_on: date, shelf_days: int) -> date:
     """The last day a reader may collect a hold put on the shelf on `ready_on`."""
     return ready_on + timedelta(days=shelf_days)
+
+
+# --- loan policies --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoanPolicy:
+    """How long, how often renewed, and how many at once: for a site (its code), a group
+    of sites (a floating group), or everywhere (`*`); for one item type or all (`*`)."""
+
+    scope: str
+    item_type: str
+    loan_days: int
+    renewals: int
+    max_items: int
+
+
+def choose_policy(policies: list[LoanPolicy], *, site: str, group: str | None,
+                  item_type: str | None, default: LoanPolicy) -> LoanPolicy:
+    """The most specific policy that applies: a site's own beats its group's beats `*`;
+    within that, the item's type beats `*`. None applies: the network's default."""
+    def rank(p: LoanPolicy) -> tuple[int, int] | None:
+        scope = 2 if p.scope == site else 1 if group and p.scope == group else (
+            0 if p.scope == "*" else None)
+        kind = 1 if item_type and p.item_type == item_type else 0 if p.item_type == "*" else None
+        return None if scope is None or kind is None else (scope, kind)
+
+    ranked = [(r, p) for p in policies if (r := rank(p)) is not None]
+    return max(ranked, key=lambda rp: rp[0])[1] if ranked else default

@@ -21,6 +21,7 @@ from services.circulation.models import (
     Hold,
     Item,
     Loan,
+    LoanPolicyRow,
     RouteVisit,
     Site,
     Title,
@@ -262,8 +263,11 @@ async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> N
                             f"{transfer.from_site} to {transfer.to_site}")
         _close_transfer(uow, env, transfer, item, completed_at=None,
                         cancel_reason=f"checked out at {data.branch}")
+    policy = await _policy(uow, data.branch, item)
     loan = Loan(loan_id=new_id(), barcode=item.barcode, patron=data.patron, branch=data.branch,
-                checked_out_at=env.time, due=domain.due_date(env.time.date(), data.due))
+                checked_out_at=env.time,
+                due=domain.due_date(env.time.date(), data.due, policy.loan_days))
+    await _check_loan_limit(uow, env, data, policy)
     uow.repo(Loan).add(loan)
     item.loan_id, item.status, item.site = loan.loan_id, "on_loan", data.branch
     item.last_event_at = env.time
@@ -287,7 +291,48 @@ async def on_renewal(uow: UnitOfWork, env: Envelope, data: BranchRenewal) -> Non
         _record_anomaly(uow, env, item.barcode, "renewal_without_loan",
                         f"renewal at {data.branch} for an item not on loan")
         return
-    loan.due = domain.due_date(env.time.date(), data.due)
+    policy = await _policy(uow, loan.branch, item)
+    loan.renewals += 1
+    if loan.renewals > policy.renewals:
+        # The desk renewed it (a fact): kept, and shown to staff.
+        _record_anomaly(uow, env, item.barcode, "renewal_over_limit",
+                        f"renewal {loan.renewals} at {data.branch}; the policy allows "
+                        f"{policy.renewals}")
+    loan.due = domain.due_date(env.time.date(), data.due, policy.loan_days)
+
+
+class _Policies(list[domain.LoanPolicy]):
+    """The loan policies, read once per unit of work (a batch)."""
+
+    loaded = False
+
+
+async def _policy(uow: UnitOfWork, branch: str, item: Item) -> domain.LoanPolicy:
+    book = uow.local(_Policies, _Policies)
+    if not book.loaded and isinstance(uow, SqlUnitOfWork):
+        rows = (await uow.session.exec(select(LoanPolicyRow))).all()
+        book.extend(domain.LoanPolicy(r.scope, r.item_type, r.loan_days, r.renewals,
+                                      r.max_items) for r in rows)
+        book.loaded = True
+    settings = uow.settings
+    default = domain.LoanPolicy("*", "*", settings.loan_days, settings.loan_renewals,
+                                settings.loan_max_items)
+    return domain.choose_policy(list(book), site=branch, group=await _floating(uow, branch),
+                                item_type=item.item_type, default=default)
+
+
+async def _check_loan_limit(uow: UnitOfWork, env: Envelope, data: BranchCheckout,
+                            policy: domain.LoanPolicy) -> None:
+    """Over the reader's limit of items: the book already left the shelf, so the loan
+    stands and staff see an anomaly."""
+    if not isinstance(uow, SqlUnitOfWork):
+        return
+    open_loans = len((await uow.session.exec(select(Loan.loan_id).where(
+        col(Loan.patron) == data.patron, col(Loan.returned_at).is_(None)))).all())
+    if open_loans >= policy.max_items:
+        _record_anomaly(uow, env, data.barcode, "over_loan_limit",
+                        f"reader now has {open_loans + 1} items; the policy at {data.branch} "
+                        f"allows {policy.max_items}")
 
 
 @handlers.on(BranchItemMissing)
@@ -315,6 +360,7 @@ async def on_item_cataloged(uow: UnitOfWork, env: Envelope, data: ItemCataloged)
         item = Item(barcode=data.barcode, site=data.site)
         uow.repo(Item).add(item)
     item.bib_id, item.isbn, item.title = data.bib_id, data.isbn, data.title
+    item.item_type = data.item_type
     item.owning_branch = data.owning_branch
     before: tuple[str, str | None] = ("in_processing", None)
     status, destination = domain.placement_of_new_item(site=item.site or data.site,

@@ -31,6 +31,7 @@ class Item(SQLModel, table=True):
     loan_id: str | None = None
     #: The hold this copy serves (on its way to, or on the shelf at, the pickup branch).
     hold_id: str | None = None
+    item_type: str | None = None
     last_event_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
@@ -67,6 +68,7 @@ class Loan(SQLModel, table=True):
     due: date
     returned_at: datetime | None = Field(default=None, sa_column=_ts())
     returned_branch: str | None = None
+    renewals: int = 0
 
 
 class Site(SQLModel, table=True):
@@ -133,6 +135,21 @@ class RouteVisit(SQLModel, table=True):
     route_id: str = Field(primary_key=True)
     date: date
     sites: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+
+
+class LoanPolicyRow(SQLModel, table=True):
+    """A loan policy (domain.LoanPolicy) as staff set it."""
+
+    __tablename__ = "loan_policy"
+    __table_args__ = {"schema": SCHEMA}
+
+    policy_id: str = Field(primary_key=True)
+    scope: str = "*"
+    item_type: str = "*"
+    loan_days: int
+    renewals: int
+    max_items: int
+    updated_at: datetime = Field(sa_column=_ts(False))
 
 
 class Anomaly(SQLModel, table=True):

@@ -30,6 +30,7 @@ class ItemCataloged(Event):
     owning_branch: Code
     copy_id: str | None = None
     site: Code
+    item_type: str | None = None
 
 
 @event("cataloging.item_withdrawn", topic=CATALOGING_ITEMS, reserved=True)

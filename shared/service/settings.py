@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # Circulation: days a hold waits on the hold shelf; active holds a reader may have.
     hold_shelf_days: int = Field(default=7, ge=1, le=90)
     holds_per_patron: int = Field(default=50, ge=1)
+    # Circulation: the loan policy where no loan policy applies.
+    loan_days: int = Field(default=30, ge=1, le=3650)
+    loan_renewals: int = Field(default=1, ge=0, le=100)
+    loan_max_items: int = Field(default=20, ge=1, le=10000)
     # Circulation: a transfer open longer than this is late (listed, counted, announced).
     transfer_late_days: float = Field(default=3.0, gt=0)
     # Logistics: crates and daily routes (docs/planning.md says how a library sets them).

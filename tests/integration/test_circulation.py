@@ -294,3 +294,42 @@ async def test_staff_views_anomalies_transfers_and_a_readers_loans(infra: Infra)
         [late] = events_of(records, "circulation.transfer_late")
         assert (late["subject"], late["data"]["to_site"]) == ("V1", "JX-HN-01")
         assert late["data"]["age_days"] >= 4
+
+
+async def test_loan_policies_set_due_dates_renewals_and_limits(infra: Infra) -> None:
+    settings = await new_env(infra, loan_max_items=1)
+    desk = token("desk", site="JX-HN-01")
+    async with running_service(SPEC, settings) as client:
+        r = await client.put("/loan-policies/haining", headers=token("admin"), json={
+            "scope": "JX-HN-01", "loan_days": 14, "renewals": 0, "max_items": 1})
+        assert r.status_code == 200, r.text
+        assert (await client.put("/loan-policies/x", headers=desk, json={
+            "loan_days": 1, "renewals": 0, "max_items": 1})).status_code == 403
+        assert (await client.put("/loan-policies/x", headers=token("admin"), json={
+            "loan_days": 0, "renewals": 0, "max_items": 1})).status_code == 422
+        await produce(settings, "cataloging.items", [item_cataloged("PL-1", "JX-HN-01"),
+                                                     item_cataloged("PL-2", "JX-HN-01")])
+
+        async def registered():
+            r = await client.get("/items/PL-2", headers=token("admin"))
+            return r.status_code == 200
+
+        await eventually(registered, what="items registered")
+        out = branch_event("branch.checkout", "JX-HN-01", "PL-1", patron="P-5")
+        out["time"] = "2026-11-02T10:00:00+08:00"
+        second = branch_event("branch.checkout", "JX-HN-01", "PL-2", patron="P-5")
+        second["time"] = "2026-11-02T10:01:00+08:00"
+        renew = branch_event("branch.renewal", "JX-HN-01", "PL-1", patron="P-5")
+        renew["time"] = "2026-11-10T10:00:00+08:00"
+        for event in (out, second, renew):
+            assert (await client.post("/branch-events", json=event,
+                                      headers=desk)).status_code == 202
+
+        async def anomalies():
+            kinds = {a["kind"] for a in (await client.get("/anomalies", headers=desk)).json()}
+            return kinds if {"over_loan_limit", "renewal_over_limit"} <= kinds else None
+
+        await eventually(anomalies, what="limit and renewal anomalies")
+        r = await client.get("/patrons/P-5", headers=desk)
+        due = {x["barcode"]: x["due"] for x in r.json()["loans"]}
+        assert due == {"PL-1": "2026-11-24", "PL-2": "2026-11-16"}  # 14 days, renewed on 10th
