@@ -295,12 +295,13 @@ class AnomalyView(BaseModel):
 @router.get("/anomalies", response_model=list[AnomalyView], tags=["staff"])
 async def list_anomalies(
     session: SessionDep,
-    principal: Annotated[Principal, Depends(current_principal)],
+    principal: Annotated[Principal, require("desk", "branch_system")],
     site: Annotated[str | None, Query(min_length=1)] = None,
     open_only: Annotated[bool, Query(alias="open")] = True,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[AnomalyView]:
-    """Facts that contradicted circulation's record, oldest first; a desk sees its site's."""
+    """Facts that contradicted circulation's record, oldest first; a desk sees its site's
+    (details may name readers: desks and admin only)."""
     if principal.role in SITE_ROLES:
         site = principal.site
     query = select(Anomaly)
