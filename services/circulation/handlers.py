@@ -83,6 +83,34 @@ async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) ->
     await uow.repo(Transfer).load(transfer_ids)
     await uow.repo(Loan).load(loan_ids)
     await uow.repo(Site).load(sites)
+    await _prefetch_waiting_titles(uow, barcodes)
+
+
+class _WaitingTitles:
+    """Which of a batch's titles have a hold waiting (one query per batch), so a check-in
+    of a title nobody waits for asks nothing more."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()  # titles of `barcodes` with a hold waiting
+        self.barcodes: set[str] = set()  # the items the batch's prefetch looked at
+        self.changed = False  # a hold was placed or put back in line in this batch: ask
+
+
+async def _prefetch_waiting_titles(uow: UnitOfWork, barcodes: set[str]) -> None:
+    if not barcodes or not isinstance(uow, SqlUnitOfWork):
+        return
+    keys: set[str] = set()
+    looked: set[str] = set()
+    for barcode in barcodes:
+        item = await uow.repo(Item).get(barcode)
+        if item is not None and item.owning_branch is not None:  # a known, catalogued copy
+            keys.update(_item_keys(item))
+            looked.add(barcode)
+    found = set((await uow.session.exec(select(Hold.title_key).where(
+        col(Hold.title_key).in_(keys), col(Hold.status) == "waiting").distinct())).all()
+    ) if keys else set()
+    known = uow.local(_WaitingTitles, _WaitingTitles)
+    known.keys, known.barcodes = found, looked
 
 
 async def _floating(uow: UnitOfWork, code: str | None) -> str | None:
@@ -255,6 +283,7 @@ async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> N
                             f"{serving.hold_id} ({serving.status})")
             serving.status, serving.barcode = "waiting", None
             item.hold_id = None
+            uow.local(_WaitingTitles, _WaitingTitles).changed = True
     transfer = await _open_transfer(uow, item)
     if transfer is not None:
         if transfer.from_site != data.branch:
@@ -548,6 +577,9 @@ async def _first_waiting(uow: UnitOfWork, item: Item) -> Hold | None:
     keys = _item_keys(item)
     if not keys or not isinstance(uow, SqlUnitOfWork):
         return None
+    known = uow.local(_WaitingTitles, _WaitingTitles)
+    if item.barcode in known.barcodes and not known.changed and not known.keys & set(keys):
+        return None
     row = (await uow.session.exec(
         select(Hold).where(col(Hold.title_key).in_(keys), col(Hold.status) == "waiting")
         .order_by(col(Hold.placed_at), col(Hold.hold_id)).limit(1).with_for_update()
@@ -636,6 +668,7 @@ async def place_hold(uow: SqlUnitOfWork, env: Envelope | None, *, patron: str, p
                 title_key=title_key(key_bib, isbn), bib_id=key_bib, isbn=isbn,
                 pickup_branch=pickup, placed_at=at)
     uow.repo(Hold).add(hold)
+    uow.local(_WaitingTitles, _WaitingTitles).changed = True
     uow.emit(HoldPlaced(hold_id=hold.hold_id, patron=patron,
                         bib_id=key_bib or f"isbn:{isbn}", pickup_branch=pickup),
              subject=hold.hold_id, cause=env)
