@@ -320,7 +320,7 @@ class ResolveIn(BaseModel):
 
 @router.post("/anomalies/{anomaly_id}/resolve", response_model=AnomalyView, tags=["staff"])
 async def resolve_anomaly(
-    anomaly_id: int,
+    anomaly_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     body: ResolveIn,
     service: ServiceDep,
     principal: Annotated[Principal, require("desk")],

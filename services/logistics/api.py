@@ -650,7 +650,7 @@ class UnservedIn(BaseModel):
              tags=["drivers"])
 async def stop_unserved(
     route_id: str,
-    seq: Annotated[int, Path(ge=1)],
+    seq: Annotated[int, Path(ge=1, le=10_000)],
     body: UnservedIn,
     service: ServiceDep,
     principal: Annotated[Principal, require("driver", "dispatcher")],
