@@ -15,7 +15,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for service in SERVICES:
         path = out / f"{service}.json"
-        text = json.dumps(document(load_spec(service)), indent=2, ensure_ascii=False)
+        text = json.dumps(document(load_spec(service)), indent=2, ensure_ascii=False,
+                          sort_keys=True)
         path.write_text(text + "\n", encoding="utf-8")
         print(f"wrote {path.relative_to(PROJECT_ROOT)}")
 

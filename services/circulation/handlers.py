@@ -255,6 +255,10 @@ async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> Non
             _assign(item, hold, "in_transit")
     elif hold is not None and decision.disposition == "hold_shelf":
         _on_shelf(uow, env, item, hold)
+    elif decision.complete_transfer and decision.status == "available":
+        # Home (or where it was sent) at last: a reader who began waiting while it
+        # travelled comes first.
+        await _offer_to_waiting(uow, env, item)
     uow.emit(ItemCheckedIn(barcode=item.barcode, branch=data.branch, loan_id=loan_id,
                            disposition=decision.disposition), subject=item.barcode, cause=env)
     _status_changed(uow, env, item, before)
@@ -273,6 +277,7 @@ async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> N
             _record_anomaly(uow, env, item.barcode, "checkout_while_on_loan",
                             f"loan {old} closed by a new check-out at {data.branch}")
     serving = await _hold_of(uow, item)
+    released: Hold | None = None
     if serving is not None:
         if serving.patron == data.patron and serving.status == "ready":
             _close_hold(uow, env, serving, "fulfilled", item)
@@ -281,9 +286,7 @@ async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> N
             _record_anomaly(uow, env, item.barcode, "checkout_of_held_item",
                             f"checked out at {data.branch} while serving hold "
                             f"{serving.hold_id} ({serving.status})")
-            serving.status, serving.barcode = "waiting", None
-            item.hold_id = None
-            uow.local(_WaitingTitles, _WaitingTitles).changed = True
+            released = serving
     transfer = await _open_transfer(uow, item)
     if transfer is not None:
         if transfer.from_site != data.branch:
@@ -292,6 +295,8 @@ async def on_checkout(uow: UnitOfWork, env: Envelope, data: BranchCheckout) -> N
                             f"{transfer.from_site} to {transfer.to_site}")
         _close_transfer(uow, env, transfer, item, completed_at=None,
                         cancel_reason=f"checked out at {data.branch}")
+    if released is not None:
+        await _release(uow, env, item, released)
     policy = await _policy(uow, data.branch, item)
     loan = Loan(loan_id=new_id(), barcode=item.barcode, patron=data.patron, branch=data.branch,
                 checked_out_at=env.time,
@@ -374,6 +379,13 @@ async def on_item_missing(uow: UnitOfWork, env: Envelope, data: BranchItemMissin
         return
     item.last_event_at = env.time
     before = (item.status, item.site)
+    transfer = await _open_transfer(uow, item)
+    if transfer is not None:
+        _close_transfer(uow, env, transfer, item, completed_at=None,
+                        cancel_reason=f"missing at {data.branch}")
+    serving = await _hold_of(uow, item)
+    if serving is not None:
+        await _release(uow, env, item, serving)
     item.status, item.site = "missing", data.branch
     _status_changed(uow, env, item, before)
 
@@ -430,6 +442,8 @@ async def on_shipment_delivered(uow: UnitOfWork, env: Envelope, data: ShipmentDe
     if hold is not None and hold.status == "in_transit" and hold.pickup_branch == data.site:
         item.status = "on_hold_shelf"
         _on_shelf(uow, env, item, hold)
+    else:
+        await _offer_to_waiting(uow, env, item)
     _status_changed(uow, env, item, before)
 
 
@@ -778,6 +792,25 @@ async def _send_on(uow: SqlUnitOfWork, env: Envelope | None, item: Item) -> None
         _request_transfer(uow, env, item, item.owning_branch, "return_home")
     else:
         item.status = "available"
+
+
+async def _offer_to_waiting(uow: UnitOfWork, env: Envelope | None, item: Item) -> None:
+    """A copy that just became free goes to the first reader waiting for its title."""
+    if item.status != "available" or not isinstance(uow, SqlUnitOfWork):
+        return
+    if await _first_waiting(uow, item) is not None:
+        await _send_on(uow, env, item)
+
+
+async def _release(uow: UnitOfWork, env: Envelope | None, item: Item, hold: Hold) -> None:
+    """The copy serving `hold` is gone (another reader has it, or it is missing): the
+    hold waits again, first in line by when it was placed, and takes a free copy if one
+    stands anywhere."""
+    hold.status, hold.barcode, hold.ready_at, hold.expires_on = "waiting", None, None, None
+    item.hold_id = None
+    uow.local(_WaitingTitles, _WaitingTitles).changed = True
+    if isinstance(uow, SqlUnitOfWork):
+        await _fill(uow, env, hold)
 
 
 async def expire_holds(uow: SqlUnitOfWork, today: date) -> int:
