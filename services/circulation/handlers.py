@@ -210,6 +210,13 @@ async def on_checkin(uow: UnitOfWork, env: Envelope, data: BranchCheckin) -> Non
         return
     before = (item.status, item.site)
     loan_id = await _close_loan(uow, item, data.branch, env.time)
+    if loan_id is None and item.status == "available" and item.site != data.branch \
+            and item.owning_branch is not None:
+        # Believed on the shelf elsewhere, returned here by no reader: handled all the
+        # same (it goes home), and shown to staff. A re-scan where it stands is no news.
+        _record_anomaly(uow, env, item.barcode, "checkin_without_loan",
+                        f"checked in at {data.branch} while available at {item.site}, "
+                        "not on loan")
     item.last_event_at = env.time
     if item.owning_branch is None:
         item.site, item.status = data.branch, "available"

@@ -226,17 +226,20 @@ async def test_staff_views_anomalies_transfers_and_a_readers_loans(infra: Infra)
     settings = await new_env(infra)
     hn, hy = token("desk", site="JX-HN-01"), token("desk", site="JX-HY-02")
     async with running_service(SPEC, settings) as client:
-        await produce(settings, "cataloging.items", [item_cataloged("V1", "JX-HN-01")])
+        await produce(settings, "cataloging.items", [item_cataloged("V1", "JX-HN-01"),
+                                                     item_cataloged("V2", "JX-HN-01")])
 
         async def registered():
-            return (await client.get("/items/V1", headers=token("admin"))).status_code == 200
+            return all([(await client.get(f"/items/{b}", headers=token("admin"))).status_code
+                        == 200 for b in ("V1", "V2")])
 
         await eventually(registered, what="item registered")
         out = branch_event("branch.checkout", "JX-HN-01", "V1", patron="P-7",
                            due="2000-01-01")
         renew = branch_event("branch.renewal", "JX-HY-02", "NEVER-LENT", patron="P-7")
         back = branch_event("branch.checkin", "JX-HY-02", "V1")
-        for event, desk in ((out, hn), (renew, hy)):
+        unlent = branch_event("branch.checkin", "JX-HY-02", "V2")  # on HN's shelf, never lent
+        for event, desk in ((out, hn), (renew, hy), (unlent, hy)):
             assert (await client.post("/branch-events", json=event,
                                       headers=desk)).status_code == 202
 
@@ -255,7 +258,8 @@ async def test_staff_views_anomalies_transfers_and_a_readers_loans(infra: Infra)
         async def anomalies():
             r = await client.get("/anomalies", headers=hy)
             kinds = {a["kind"] for a in r.json()}
-            return r.json() if {"unknown_item", "renewal_without_loan"} <= kinds else None
+            wanted = {"unknown_item", "renewal_without_loan", "checkin_without_loan"}
+            return r.json() if wanted <= kinds else None
 
         found = await eventually(anomalies, what="the renewal's anomalies at JX-HY-02")
         assert all(a["site"] == "JX-HY-02" for a in found)
@@ -272,6 +276,16 @@ async def test_staff_views_anomalies_transfers_and_a_readers_loans(infra: Infra)
         assert r.status_code == 409
         assert first not in [a["id"] for a in (await client.get(
             "/anomalies", headers=hy)).json()]
+
+        # V2 went home as any return away from home does; it arrives there.
+        assert (await client.post("/branch-events", headers=hn, json=branch_event(
+            "branch.checkin", "JX-HN-01", "V2"))).status_code == 202
+
+        async def v2_home():
+            r = await client.get("/items/V2", headers=hn)
+            return r.json()["status"] == "available"
+
+        await eventually(v2_home, what="V2 back on its shelf")
 
         async def transfer_out():
             r = await client.get("/sites/JX-HY-02/transfers",

@@ -284,12 +284,15 @@ class CirculationMachine(RuleBasedStateMachine):
 
     # --- logistics --------------------------------------------------------------------------
 
-    @rule(data=st.data(), minutes=st.integers(1, 600))
-    def deliver(self, data: st.DataObject, minutes: int) -> None:
-        opened = [t for t in self.state().transfers if t.status == "open"]
+    @rule(pick=st.integers(0, 9), minutes=st.integers(1, 600))
+    def deliver(self, pick: int, minutes: int) -> None:
+        # Picked by barcode (one open transfer each), never by generated id, so that a
+        # replayed example picks the same transfer.
+        opened = sorted((t for t in self.state().transfers if t.status == "open"),
+                        key=lambda t: t.barcode)
         if not opened:
             return
-        transfer = data.draw(st.sampled_from(sorted(opened, key=lambda t: t.transfer_id)))
+        transfer = opened[pick % len(opened)]
         self.send(cloud_event("logistics.shipment_delivered", transfer.barcode, {
             "shipment_id": f"S-{transfer.transfer_id}", "transfer_id": transfer.transfer_id,
             "barcode": transfer.barcode, "site": transfer.to_site},
@@ -306,12 +309,14 @@ class CirculationMachine(RuleBasedStateMachine):
         self.send(branch("branch.hold_requested", pickup, self.patron(reader), self.tick(minutes),
                          patron=self.patron(reader), bib_id=f"{self.prefix}-{title}"))
 
-    @rule(data=st.data(), minutes=st.integers(1, 90))
-    def cancel_hold(self, data: st.DataObject, minutes: int) -> None:
-        active = [h for h in self.state().holds if h.status in ("waiting", "in_transit", "ready")]
+    @rule(pick=st.integers(0, 9), minutes=st.integers(1, 90))
+    def cancel_hold(self, pick: int, minutes: int) -> None:
+        active = sorted((h for h in self.state().holds
+                         if h.status in ("waiting", "in_transit", "ready")),
+                        key=lambda h: h.placed_at)  # simulated times: one hold per tick
         if not active:
             return
-        hold = data.draw(st.sampled_from(sorted(active, key=lambda h: h.hold_id)))
+        hold = active[pick % len(active)]
         self.send(branch("branch.hold_cancelled", hold.pickup_branch, hold.patron,
                          self.tick(minutes), patron=hold.patron, hold_id=hold.hold_id))
         closed = next(h for h in self.state().holds if h.hold_id == hold.hold_id)
@@ -325,9 +330,9 @@ class CirculationMachine(RuleBasedStateMachine):
     # --- the stream -----------------------------------------------------------------------
 
     @precondition(lambda self: bool(self.sent))
-    @rule(data=st.data())
-    def delivered_twice(self, data: st.DataObject) -> None:
-        records = data.draw(st.sampled_from(self.sent))
+    @rule(pick=st.integers(0, 99))
+    def delivered_twice(self, pick: int) -> None:
+        records = self.sent[pick % len(self.sent)]
         before = self.state().key()
         self.harness.run(self.harness.again(records))
         assert self.state().key() == before
