@@ -44,6 +44,7 @@ faults: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/branchline bench
+	$(BIN)/branchline acquisition bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@
     branchline network load FILE  publish a network file's sites through logistics
     branchline routes bench       the route planner on VRPLIB instances (gap to best-known)
     branchline bench              the throughput/latency benchmark (devtools/bench/)
+    branchline acquisition bench  a network-sized order opened and received (devtools/bench/)
     branchline replay --since T   re-publish outbox rows published at or after T
     branchline parked list        records parked for good (never publishable / consumable)
     branchline parked retry ID    put a parked record back into its service's outbox
@@ -231,6 +232,12 @@ def cmd_parked_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_acquisition_bench(args: argparse.Namespace) -> int:
+    from devtools.bench.acquisition import main as acquisition_main
+
+    return acquisition_main(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from devtools.bench.run import main as bench_main
 
@@ -282,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="plan the reference network's demanding day instead (every "
                              "site has crates), then re-plan it after a change")
     rbench.set_defaults(func=cmd_routes_bench)
+
+    acq = sub.add_parser("acquisition", help="the acquisition center")
+    acq_sub = acq.add_subparsers(dest="acquisition_command", required=True)
+    abench = acq_sub.add_parser(
+        "bench", help="a 2,000-line order over 100 branches: open, receive 5,000 copies, and "
+        "time until they are catalogued and on transfers")
+    from devtools.bench.acquisition import add_arguments
+    add_arguments(abench)
+    abench.set_defaults(func=cmd_acquisition_bench)
 
     bench = sub.add_parser("bench", help="measure check-in → shipment throughput and latency")
     bench.add_argument("--items", type=int, default=20000,

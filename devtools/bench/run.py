@@ -25,6 +25,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -398,20 +399,31 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
     }
 
 
-def main(args: argparse.Namespace) -> int:
+def on_fresh_infra(
+    label: str,
+    measure: Callable[[EmbeddedPostgres, EmbeddedKafka, Path],
+                      Coroutine[Any, Any, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Run `measure` against a new embedded Postgres and broker, removed afterwards, so a
+    bench never inherits another run's data."""
     base = Path(tempfile.mkdtemp(prefix="branchline-bench-", dir="/tmp"))
     base.chmod(0o755)
     pg = EmbeddedPostgres(base / "pg", port=free_port())
     kafka = EmbeddedKafka(base / "kafka", port=free_port())
     try:
-        say("Branchline bench: starting a fresh embedded Postgres and broker ...")
+        say(f"{label}: starting a fresh embedded Postgres and broker ...")
         pg.start()
         kafka.start()
-        result = asyncio.run(measure(args, pg, kafka, base))
+        return asyncio.run(measure(pg, kafka, base))
     finally:
         kafka.stop()
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    result = on_fresh_infra("Branchline bench",
+                            lambda pg, kafka, base: measure(args, pg, kafka, base))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = render(result)

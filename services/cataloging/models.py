@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime, ForeignKey, String
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from shared.service.rows import Row
 
 SCHEMA = "cataloging"
 BARCODE_SEQUENCE = f"{SCHEMA}.barcode_seq"
@@ -19,7 +21,7 @@ def _ts(nullable: bool = True) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 
-class Bib(SQLModel, table=True):
+class Bib(Row, table=True):
     """One title: the bibliographic record every copy of it points to.
 
     `isbn13` is the normalised ISBN-13, or the given digits when `isbn_valid` is False
@@ -39,7 +41,7 @@ class Bib(SQLModel, table=True):
     updated_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
-class Item(SQLModel, table=True):
+class Item(Row, table=True):
     """One copy on a shelf somewhere: its barcode, call number and owning branch.
 
     `status` and `site` are circulation's (kept from `circulation.item_status_changed` for
@@ -61,7 +63,7 @@ class Item(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_ts(False))
 
 
-class Site(SQLModel, table=True):
+class Site(Row, table=True):
     """What cataloging keeps of the network: names for holdings displays."""
 
     __table_args__ = {"schema": SCHEMA}

@@ -22,13 +22,14 @@ from services.circulation.models import (
     Item,
     Loan,
     LoanPolicyRow,
+    OrderedLine,
     RouteVisit,
     Site,
     Title,
     Transfer,
 )
 from shared.contracts import Envelope, Event, new_id, utcnow
-from shared.contracts.acquisition import OrderOpened
+from shared.contracts.acquisition import OrderCancelled, OrderOpened
 from shared.contracts.branch import (
     BranchCheckin,
     BranchCheckout,
@@ -83,7 +84,14 @@ async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) ->
     await uow.repo(Transfer).load(transfer_ids)
     await uow.repo(Loan).load(loan_ids)
     await uow.repo(Site).load(sites)
-    await _prefetch_waiting_titles(uow, barcodes)
+    new_copies = [p for _, p in events if isinstance(p, ItemCataloged)]
+    ordered = [ln for _, p in events if isinstance(p, OrderOpened) for ln in p.lines]
+    await uow.repo(OrderedLine).load(
+        {ln.line_id for ln in ordered}
+        | {i for _, p in events if isinstance(p, OrderCancelled) for i in p.line_ids})
+    await uow.repo(Title).load({p.isbn for p in new_copies if p.isbn}
+                               | {i for ln in ordered if (i := isbn13(ln.isbn))})
+    await _prefetch_waiting_titles(uow, barcodes, new_copies)
 
 
 class _WaitingTitles:
@@ -96,7 +104,8 @@ class _WaitingTitles:
         self.changed = False  # a hold was placed or put back in line in this batch: ask
 
 
-async def _prefetch_waiting_titles(uow: UnitOfWork, barcodes: set[str]) -> None:
+async def _prefetch_waiting_titles(uow: UnitOfWork, barcodes: set[str],
+                                   new_copies: Sequence[ItemCataloged] = ()) -> None:
     if not barcodes or not isinstance(uow, SqlUnitOfWork):
         return
     keys: set[str] = set()
@@ -106,6 +115,9 @@ async def _prefetch_waiting_titles(uow: UnitOfWork, barcodes: set[str]) -> None:
         if item is not None and item.owning_branch is not None:  # a known, catalogued copy
             keys.update(_item_keys(item))
             looked.add(barcode)
+    for copy in new_copies:  # a copy being catalogued takes its title from the event
+        keys.update(_title_keys(copy.bib_id, copy.isbn))
+        looked.add(copy.barcode)
     found = set((await uow.session.exec(select(Hold.title_key).where(
         col(Hold.title_key).in_(keys), col(Hold.status) == "waiting").distinct())).all()
     ) if keys else set()
@@ -473,13 +485,30 @@ async def on_order_opened(uow: UnitOfWork, env: Envelope, data: OrderOpened) -> 
     """Copies on order count for 'this title will come': a hold may wait for them."""
     for line in data.lines:
         isbn = isbn13(line.isbn)
-        if isbn is None:
+        if isbn is None or await uow.repo(OrderedLine).get(line.line_id) is not None:
             continue
+        uow.repo(OrderedLine).add(OrderedLine(line_id=line.line_id, isbn=isbn,
+                                              outstanding=line.quantity))
         title = await uow.repo(Title).get(isbn)
         if title is None:
             uow.repo(Title).add(Title(isbn=isbn, on_order=line.quantity))
         else:
             title.on_order += line.quantity
+
+
+@handlers.on(OrderCancelled)
+async def on_order_cancelled(uow: UnitOfWork, env: Envelope, data: OrderCancelled) -> None:
+    """Cancelled copies will not come: they no longer count for their title."""
+    copies = {c.line_id: c.copies for c in data.lines}
+    for line_id in data.line_ids:
+        line = await uow.repo(OrderedLine).get(line_id)
+        if line is None:
+            continue
+        gone = min(line.outstanding, copies.get(line_id, line.outstanding))
+        line.outstanding -= gone
+        title = await uow.repo(Title).get(line.isbn)
+        if title is not None:
+            title.on_order = max(0, title.on_order - gone)
 
 
 # --- facts that arrive late ----------------------------------------------------------------
@@ -579,12 +608,17 @@ def title_key(bib_id: str | None, isbn: str | None) -> str:
 
 
 def _item_keys(item: Item) -> list[str]:
+    return _title_keys(item.bib_id, item.isbn)
+
+
+def _title_keys(bib_id: str | None, isbn: str | None) -> list[str]:
+    """The keys a hold on this title is placed under: by bib, and by ISBN-13."""
     keys = []
-    if item.bib_id:
-        keys.append(f"bib:{item.bib_id}")
-    isbn = isbn13(item.isbn)
-    if isbn:
-        keys.append(f"isbn:{isbn}")
+    if bib_id:
+        keys.append(f"bib:{bib_id}")
+    number = isbn13(isbn)
+    if number:
+        keys.append(f"isbn:{number}")
     return keys
 
 

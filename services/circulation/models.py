@@ -6,7 +6,9 @@ from datetime import date, datetime
 
 from sqlalchemy import Column, DateTime, Index, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from shared.service.rows import Row
 
 SCHEMA = "circulation"
 
@@ -15,7 +17,7 @@ def _ts(nullable: bool = True) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
 
 
-class Item(SQLModel, table=True):
+class Item(Row, table=True):
     """Where a copy is, where it belongs, and what it is doing now."""
 
     __table_args__ = {"schema": SCHEMA}
@@ -35,7 +37,7 @@ class Item(SQLModel, table=True):
     last_event_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
-class Transfer(SQLModel, table=True):
+class Transfer(Row, table=True):
     """A request to move one item between sites; at most one open per item."""
 
     __table_args__ = (
@@ -57,7 +59,7 @@ class Transfer(SQLModel, table=True):
     late_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
-class Loan(SQLModel, table=True):
+class Loan(Row, table=True):
     __table_args__ = {"schema": SCHEMA}
 
     loan_id: str = Field(primary_key=True)
@@ -71,7 +73,7 @@ class Loan(SQLModel, table=True):
     renewals: int = 0
 
 
-class Site(SQLModel, table=True):
+class Site(Row, table=True):
     """What circulation keeps of the network: codes, floating groups, whether open."""
 
     __table_args__ = {"schema": SCHEMA}
@@ -86,7 +88,7 @@ class Site(SQLModel, table=True):
     lon: float | None = None
 
 
-class Hold(SQLModel, table=True):
+class Hold(Row, table=True):
     """A reader's request for a title, collected at a pickup branch; first come, first
     served per title. waiting → in_transit (a copy assigned and moving) → ready (on the
     hold shelf until `expires_on`) → fulfilled | cancelled | expired."""
@@ -114,7 +116,7 @@ class Hold(SQLModel, table=True):
     outcome: str | None = None
 
 
-class Title(SQLModel, table=True):
+class Title(Row, table=True):
     """A title circulation knows: its bib and ISBN, and copies on order for it (so a hold
     can be placed before the first copy is catalogued)."""
 
@@ -125,7 +127,19 @@ class Title(SQLModel, table=True):
     on_order: int = 0
 
 
-class RouteVisit(SQLModel, table=True):
+class OrderedLine(Row, table=True):
+    """An order line announced by acquisition: its ISBN and copies still to come, so a
+    cancellation takes them off the title's count."""
+
+    __tablename__ = "ordered_line"
+    __table_args__ = {"schema": SCHEMA}
+
+    line_id: str = Field(primary_key=True)
+    isbn: str
+    outstanding: int
+
+
+class RouteVisit(Row, table=True):
     """A planned route's stops (from `logistics.route_planned`): where a copy can ride
     straight to a pickup branch."""
 
@@ -137,7 +151,7 @@ class RouteVisit(SQLModel, table=True):
     sites: list[str] = Field(sa_column=Column(JSONB, nullable=False))
 
 
-class LoanPolicyRow(SQLModel, table=True):
+class LoanPolicyRow(Row, table=True):
     """A loan policy (domain.LoanPolicy) as staff set it."""
 
     __tablename__ = "loan_policy"
@@ -152,7 +166,7 @@ class LoanPolicyRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_ts(False))
 
 
-class Anomaly(SQLModel, table=True):
+class Anomaly(Row, table=True):
     """A fact that contradicted what circulation believed, kept for staff to review."""
 
     __table_args__ = {"schema": SCHEMA}

@@ -7,7 +7,9 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from shared.service.rows import Row
 
 SCHEMA = "logistics"
 
@@ -20,7 +22,7 @@ def _json() -> Column[Any]:
     return Column(JSONB, nullable=False)
 
 
-class Site(SQLModel, table=True):
+class Site(Row, table=True):
     """A place the delivery service calls at: the hub, the central library, a branch."""
 
     __table_args__ = {"schema": SCHEMA}
@@ -40,7 +42,7 @@ class Site(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_ts(False))
 
 
-class Vehicle(SQLModel, table=True):
+class Vehicle(Row, table=True):
     """A delivery van (planned daily) or a book van (a moving site with a timetable)."""
 
     __table_args__ = {"schema": SCHEMA}
@@ -59,7 +61,7 @@ class Vehicle(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_ts(False))
 
 
-class Driver(SQLModel, table=True):
+class Driver(Row, table=True):
     """A driver and the vehicle they drive; a driver token names the driver id."""
 
     __table_args__ = {"schema": SCHEMA}
@@ -72,7 +74,7 @@ class Driver(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_ts(False))
 
 
-class Shipment(SQLModel, table=True):
+class Shipment(Row, table=True):
     """One item on its way for one transfer: created → picked_up (→ arrived) → delivered.
 
     `last_site` is where the item was last seen at rest or loaded: its origin, then each
@@ -105,7 +107,7 @@ class Shipment(SQLModel, table=True):
     cancelled_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
-class Crate(SQLModel, table=True):
+class Crate(Row, table=True):
     """A box of items bound for one next site: packed, sealed, loaded, unloaded as one.
 
     open (being packed) → sealed → loaded (on `route_id`) → unloaded at `site`.
@@ -130,7 +132,7 @@ class Crate(SQLModel, table=True):
     unloaded_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
-class Plan(SQLModel, table=True):
+class Plan(Row, table=True):
     """One planning run for one day and hub: what was planned, what not and why."""
 
     __table_args__ = (
@@ -155,7 +157,7 @@ class Plan(SQLModel, table=True):
     stability: dict[str, Any] = Field(sa_column=_json())
 
 
-class Route(SQLModel, table=True):
+class Route(Row, table=True):
     """One vehicle's route on one day; re-planning the day revises it under the same id.
 
     `stops` is the ordered list the driver follows, with each stop's progress.
@@ -183,7 +185,7 @@ class Route(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
-class ShipmentIssue(SQLModel, table=True):
+class ShipmentIssue(Row, table=True):
     """An exception on a shipment (missing, damaged, misrouted, refused) until resolved."""
 
     __tablename__ = "shipment_issue"
@@ -206,7 +208,7 @@ class ShipmentIssue(SQLModel, table=True):
     resolved_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
-class Scan(SQLModel, table=True):
+class Scan(Row, table=True):
     """A driver's scan as received; its id makes a re-sent scan harmless."""
 
     __table_args__ = {"schema": SCHEMA}

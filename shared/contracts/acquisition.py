@@ -26,6 +26,8 @@ class OrderLineData(Part):
     unit_price: Decimal
     quantity: int = Field(ge=1)
     distribution: list[Distribution]
+    #: The line's own fund, when it is not the order's.
+    fund_code: str | None = None
 
 
 class ReceivedCopy(Part):
@@ -35,11 +37,15 @@ class ReceivedCopy(Part):
 
 @event("acquisition.order_opened", topic=ACQUISITION_ORDERS)
 class OrderOpened(Event):
+    """An order's lines, split over `parts` events when one would pass the record size."""
+
     order_id: str
     vendor_id: str
     fund_code: str
     currency: str
     lines: list[OrderLineData]
+    part: int = Field(default=1, ge=1)
+    parts: int = Field(default=1, ge=1)
 
 
 @event("acquisition.copies_received", topic=ACQUISITION_ORDERS)
@@ -53,6 +59,13 @@ class CopiesReceived(Event):
     year: int | None = None
     copies: list[ReceivedCopy]
     received_at: AwareDatetime
+    part: int = Field(default=1, ge=1)
+    parts: int = Field(default=1, ge=1)
+
+
+class CancelledLine(Part):
+    line_id: str
+    copies: int = Field(ge=1)
 
 
 @event("acquisition.order_cancelled", topic=ACQUISITION_ORDERS)
@@ -60,8 +73,14 @@ class OrderCancelled(Event):
     order_id: str
     line_ids: list[str]
     reason: str
+    #: How many copies of each line will not come (all that were outstanding, or fewer).
+    lines: list[CancelledLine] = []
 
 
 @event("acquisition.order_closed", topic=ACQUISITION_ORDERS)
 class OrderClosed(Event):
+    """Every copy of the order was received or cancelled: nothing more will arrive."""
+
     order_id: str
+    received: int = 0
+    cancelled: int = 0

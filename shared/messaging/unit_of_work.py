@@ -108,7 +108,7 @@ class SqlRepository(Repository[M]):
                    lock: bool = False) -> dict[Any, M]:
         known = self._by_field.setdefault(field, {})
         wanted = set(values)
-        missing = wanted - known.keys()
+        missing = {v for v in wanted if v not in known}  # not `wanted - known.keys()`: O(known)
         if missing:
             column = col(getattr(self.model, field))
             query = select(self.model).where(column.in_(missing))
@@ -130,6 +130,10 @@ class SqlRepository(Repository[M]):
                 known[value] = row
 
     async def put(self, row: M) -> M:
+        key = getattr(row, self.pk)
+        if key in self._known and self._known[key] is None:  # loaded and known absent
+            self.add(row)
+            return row
         merged = await self.session.merge(row)
         self._known[getattr(merged, self.pk)] = merged
         return merged

@@ -68,7 +68,8 @@ async def test_order_is_opened_received_in_two_parts_and_closed(infra: Infra) ->
         await setup_vendor_and_fund(client)
         r = await client.post("/orders", json=order_body(), headers=STAFF)
         assert r.status_code == 201, r.text
-        assert r.json()["status"] == "pending"
+        assert r.json()["status"] == "draft"
+        assert [w["kind"] for w in r.json()["warnings"]] == []
         order_id = r.json()["order_id"]
         assert (await fund(client))["encumbered"] == "0.00"
 
@@ -103,10 +104,10 @@ async def test_order_is_opened_received_in_two_parts_and_closed(infra: Infra) ->
         assert r.status_code == 409, r.text
         assert "only 1 remain" in r.json()["detail"]
 
-        balance = await fund(client)
-        assert (balance["encumbered"], balance["spent"]) == ("38.50", "77.00")
+        balance = await fund(client)  # receiving moves no money; paying does
+        assert (balance["encumbered"], balance["spent"]) == ("115.50", "0.00")
         r = await client.get(f"/orders/{order_id}", headers=STAFF)
-        assert r.json()["status"] == "open"
+        assert r.json()["status"] == "partially_received"
 
         r = await client.post(f"/orders/{order_id}/receipts",
                               json={"line_id": line_id, "quantity": 1}, headers=STAFF)
@@ -114,11 +115,22 @@ async def test_order_is_opened_received_in_two_parts_and_closed(infra: Infra) ->
         second = r.json()["copies"]
         assert [c["owning_branch"] for c in second] == ["JX-HY-02"]
 
-        balance = await fund(client)
-        assert (balance["encumbered"], balance["spent"], balance["available"]) == \
-            ("0.00", "115.50", "884.50")
         r = await client.get(f"/orders/{order_id}", headers=token("cataloger"))
         assert r.status_code == 200, r.text
+        assert r.json()["status"] == "received"  # every copy here; the invoice is not paid
+        r = await client.post("/invoices", headers=STAFF, json={
+            "vendor_id": "V-XINHUA", "invoice_number": "INV-1", "currency": "CNY",
+            "lines": [{"order_id": order_id, "line_id": line_id, "quantity": 3,
+                       "amount": "118.00"}]})
+        assert r.status_code == 201, r.text
+        r = await client.post(f"/invoices/{r.json()['invoice_id']}/pay", headers=STAFF)
+        assert r.status_code == 200, r.text
+        assert (r.json()["lines"][0]["relieved"], r.json()["lines"][0]["variance"]) == (
+            "115.50", "2.50")
+        balance = await fund(client)
+        assert (balance["encumbered"], balance["spent"], balance["available"]) == \
+            ("0.00", "118.00", "882.00")
+        r = await client.get(f"/orders/{order_id}", headers=token("cataloger"))
         view = r.json()
         assert view["status"] == "closed"
         assert view["lines"][0]["received"] == 3
@@ -157,11 +169,11 @@ async def test_opening_past_the_budget_is_refused_without_an_event(infra: Infra)
         balance = await fund(client)
         assert (balance["encumbered"], balance["available"]) == ("0.00", "100.00")
         r = await client.get(f"/orders/{too_big}", headers=STAFF)
-        assert r.json()["status"] == "pending"
+        assert r.json()["status"] == "draft"
 
         r = await client.post(f"/orders/{too_big}/receipts",
                               json={"line_id": "x", "quantity": 1}, headers=STAFF)
-        assert r.status_code == 409  # a pending order receives nothing
+        assert r.status_code == 409  # a draft receives nothing
 
         r = await client.post("/orders", json=order_body(2, [{"branch": "JX-HN-01",
                                                               "copies": 2}]), headers=STAFF)
@@ -181,10 +193,10 @@ async def test_bad_input_names_the_field(infra: Infra) -> None:
     async with running_service(SPEC, settings) as client:
         await setup_vendor_and_fund(client)
 
-        r = await client.post("/orders", json=order_body(4), headers=STAFF)
+        r = await client.post("/orders", json=order_body(2), headers=STAFF)
         assert r.status_code == 422
         assert loc_of(r) == [["body", "lines", 0, "distribution"]]
-        assert "add up to 3" in r.json()["detail"][0]["msg"]
+        assert "add up to 3, but the line orders 2" in r.json()["detail"][0]["msg"]
 
         body = order_body()
         del body["lines"][0]["title"]
@@ -248,7 +260,7 @@ async def test_roles(infra: Infra) -> None:
         r = await client.post(f"/orders/{order_id}/open", headers=token("cataloger"))
         assert r.status_code == 403
         assert (await client.get(f"/orders/{order_id}", headers=STAFF)).json()["status"] == \
-            "pending"
+            "draft"
         r = await client.get(f"/orders/{order_id}", headers=token("cataloger"))
         assert r.status_code == 200
         r = await client.get("/funds/F-2026-BOOKS", headers=token("branch_system",
@@ -308,14 +320,19 @@ async def test_cancelling_an_open_order_returns_what_was_not_received(infra: Inf
         assert r.status_code == 201
         r = await client.post(f"/orders/{order_id}/cancel", json={"reason": "out of print"},
                               headers=STAFF)
-        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        # One copy came: the order is received (its invoice still to pay), not cancelled.
+        assert r.status_code == 200 and r.json()["status"] == "received", r.text
+        assert r.json()["lines"][0]["cancelled"] == 2
         balance = await fund(client)
         assert (balance["encumbered"], balance["spent"], balance["available"]) == \
-            ("0.00", "38.50", "961.50")
-        records = await read_topic(settings, "acquisition.orders", at_least=3)
+            ("38.50", "0.00", "961.50")
+        records = await read_topic(settings, "acquisition.orders", at_least=4)
         cancelled = events_of(records, "acquisition.order_cancelled")
         assert [e["data"] for e in cancelled] == [
-            {"order_id": order_id, "line_ids": [line_id], "reason": "out of print"}]
+            {"order_id": order_id, "line_ids": [line_id], "reason": "out of print",
+             "lines": [{"line_id": line_id, "copies": 2}]}]
+        [closed] = events_of(records, "acquisition.order_closed")
+        assert closed["data"] == {"order_id": order_id, "received": 1, "cancelled": 2}
 
 
 async def test_concurrent_requests_never_overdraw_a_line_or_a_fund(infra: Infra) -> None:
@@ -338,6 +355,6 @@ async def test_concurrent_requests_never_overdraw_a_line_or_a_fund(infra: Infra)
             for _ in range(3)))
         assert sorted(r.status_code for r in receipts) == [201, 201, 409]
         balance = await fund(client)
-        assert (balance["encumbered"], balance["spent"]) == ("0.00", "77.00")
+        assert (balance["encumbered"], balance["spent"]) == ("77.00", "0.00")
         r = await client.get(f"/orders/{view['order_id']}", headers=STAFF)
-        assert r.json()["status"] == "closed" and r.json()["lines"][0]["received"] == 2
+        assert r.json()["status"] == "received" and r.json()["lines"][0]["received"] == 2

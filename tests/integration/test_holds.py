@@ -256,3 +256,37 @@ async def test_limits_and_refusals(infra: Infra) -> None:
         records = await read_topic(settings, "circulation.holds", at_least=2, settle=1.0)
         assert len(events_of(records, "circulation.hold_placed")) == 2
         assert datetime.now(UTC)  # the refused request placed nothing
+
+
+async def test_copies_cancelled_on_order_no_longer_count_for_their_title(infra: Infra) -> None:
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        await produce(settings, "network.sites", [site_event(c) for c in SITES])
+        line = {"line_id": "L-9", "isbn": "9787544253994", "title": "Shadow",
+                "unit_price": "45.00", "quantity": 3,
+                "distribution": [{"branch": "B", "copies": 3}]}
+        opened = cloud_event("acquisition.order_opened", "O-9", {
+            "order_id": "O-9", "vendor_id": "V", "fund_code": "F", "currency": "CNY",
+            "lines": [line]}, source="branchline/acquisition")
+        await produce(settings, "acquisition.orders", [opened, opened])  # twice: counted once
+
+        async def hold_accepted() -> Any:
+            r = await client.post("/holds", json={"patron": "P-9", "pickup_branch": "A",
+                                                  "isbn": "9787544253994"}, headers=ADMIN)
+            return r.status_code == 201 and r.json()
+
+        hold = await eventually(hold_accepted, what="a hold on copies on order")
+        await client.delete(f"/holds/{hold['hold_id']}", headers=token("desk", site="A"))
+        for copies in (2, 1):
+            await produce(settings, "acquisition.orders", [cloud_event(
+                "acquisition.order_cancelled", "O-9", {
+                    "order_id": "O-9", "line_ids": ["L-9"], "reason": "out of print",
+                    "lines": [{"line_id": "L-9", "copies": copies}]},
+                source="branchline/acquisition")])
+
+        async def refused() -> bool:
+            r = await client.post("/holds", json={"patron": "P-8", "pickup_branch": "A",
+                                                  "isbn": "9787544253994"}, headers=ADMIN)
+            return r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "isbn"]
+
+        await eventually(refused, what="every copy on order cancelled: no title to wait for")

@@ -33,12 +33,23 @@ def test_order_total_is_exact_decimal_sum_of_lines() -> None:
     assert domain.order_total([]) == Decimal("0")
 
 
-def test_distribution_must_sum_to_quantity() -> None:
+def test_distribution_gives_out_at_most_the_quantity() -> None:
     domain.check_distribution(5, [Share("JX-HN-01", 3), Share("JX-HY-02", 2)])
-    with pytest.raises(InvalidInput, match="add up to 4, but the line orders 5"):
-        domain.check_distribution(5, [Share("JX-HN-01", 3), Share("JX-HY-02", 1)])
-    with pytest.raises(InvalidInput, match="add up to 6"):
+    domain.check_distribution(5, [Share("JX-HN-01", 3)])  # the rest is unallocated, shown
+    with pytest.raises(InvalidInput, match="add up to 6, but the line orders 5"):
         domain.check_distribution(5, [Share("JX-HN-01", 6)])
+
+
+def test_formulas_stack_after_the_lines_own_entries_and_report_what_did_not_fit() -> None:
+    county = ("county", [("A", 2), ("B", 2)])
+    towns = ("towns", [("B", 1), ("C", 3)])
+    got = domain.allocate(7, [Share("Z", 1)], [county, towns])
+    assert [(s.branch, s.copies) for s in got.shares] == [("Z", 1), ("A", 2), ("B", 3),
+                                                          ("C", 1)]
+    assert got.unallocated == 0
+    assert got.not_applied == [("towns", "C", 2)]
+    short = domain.allocate(10, [], [county])
+    assert (short.unallocated, short.not_applied) == (6, [])
 
 
 def test_distribution_names_each_branch_once() -> None:
@@ -80,32 +91,85 @@ def test_opening_encumbers_within_the_budget() -> None:
 
 
 def test_opening_past_the_budget_is_refused_saying_by_how_much() -> None:
-    fund = FundBalance(Decimal("1000.00"), Decimal("200.00"), Decimal("300.00"), "CNY")
-    with pytest.raises(OverBudget, match=r"by 0\.01 CNY") as refused:
+    fund = FundBalance(Decimal("1000.00"), Decimal("200.00"), Decimal("300.00"), "CNY",
+                       fund_code="ADULT")
+    with pytest.raises(OverBudget, match=r"fund 'ADULT'.* by 0\.01 CNY") as refused:
         fund.encumber(Decimal("500.01"))
     assert refused.value.shortfall == Decimal("0.01")
 
 
-def test_receiving_moves_money_from_encumbered_to_spent() -> None:
+def test_stop_and_warn_percentages() -> None:
+    fund = FundBalance(Decimal("1000"), Decimal("0"), Decimal("0"), "CNY",
+                       warn_percent=Decimal("80"), stop_percent=Decimal("95"))
+    with pytest.raises(OverBudget) as refused:
+        fund.encumber(Decimal("950.01"))
+    assert refused.value.shortfall == Decimal("0.01")
+    assert not fund.encumber(Decimal("800")).warns()
+    assert fund.encumber(Decimal("800.01")).warns()
+    over = FundBalance(Decimal("1000"), Decimal("0"), Decimal("0"), "CNY",
+                       stop_percent=Decimal("110"))
+    assert over.encumber(Decimal("1100")).available == Decimal("-100")  # allowed overspend
+
+
+def test_paying_moves_money_from_encumbered_to_spent() -> None:
     fund = FundBalance(Decimal("100"), Decimal("0"), Decimal("0"), "CNY").encumber(Decimal("60"))
-    fund = fund.spend(Decimal("20"))
-    assert (fund.encumbered, fund.spent, fund.available) == (Decimal("40"), Decimal("20"),
-                                                             Decimal("40"))
+    fund = fund.pay(Decimal("20"), Decimal("21.50"))
+    assert (fund.encumbered, fund.spent, fund.available) == (Decimal("40"), Decimal("21.50"),
+                                                             Decimal("38.50"))
     fund = fund.release(Decimal("40"))
-    assert (fund.encumbered, fund.available) == (Decimal("0"), Decimal("80"))
+    assert (fund.encumbered, fund.available) == (Decimal("0"), Decimal("78.50"))
+
+
+def test_a_line_encumbers_net_of_discount_and_pays_with_a_variance() -> None:
+    price = domain.net_price(Decimal("39.90"), Decimal("15"))
+    assert price == Decimal("33.92")  # 33.915 rounded half up
+    line = domain.LineMoney(price, 10).opened()
+    assert line.encumbered == Decimal("339.20")
+    line, released = line.cancel(2)
+    assert (released, line.encumbered, line.live) == (Decimal("67.84"), Decimal("271.36"), 8)
+    line, relieved = line.pay(8, Decimal("280.00"))
+    assert (relieved, line.encumbered, line.spent) == (Decimal("271.36"), Decimal("0.00"),
+                                                       Decimal("280.00"))
+    with pytest.raises(domain.OverInvoice):
+        line.pay(1, Decimal("1"))
+
+
+def test_cancelling_takes_copies_from_the_last_branch_back() -> None:
+    shares = [Share("A", 2, received=1), Share("B", 2), Share("C", 1)]
+    after = domain.cancel_copies(shares, 3)
+    assert [(s.branch, s.remaining) for s in after] == [("A", 1), ("B", 0), ("C", 0)]
+    with pytest.raises(domain.OverCancel):
+        domain.cancel_copies(shares, 5)
+
+
+def test_an_order_settles_by_what_its_lines_say() -> None:
+    P = domain.LineProgress
+    assert domain.settled_status([P(3, 0, 0)], Decimal("10")) == "open"
+    assert domain.settled_status([P(3, 1, 0)], Decimal("10")) == "partially_received"
+    assert domain.settled_status([P(3, 1, 2)], Decimal("5")) == "received"
+    assert domain.settled_status([P(3, 3, 0)], Decimal("0")) == "closed"
+    assert domain.settled_status([P(3, 0, 3)], Decimal("0")) == "cancelled"
+
+
+def test_large_runs_are_split_under_the_budget() -> None:
+    runs = domain.chunks(list(range(10)), lambda n: 3, 10)
+    assert runs == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert domain.chunks([], lambda n: 1, 10) == []
+    assert domain.chunks(["big"], lambda s: 99, 10) == [["big"]]
 
 
 # --- order status ---------------------------------------------------------------------------
 
 
-def test_order_moves_pending_open_closed() -> None:
-    assert domain.transition("pending", "open") == "open"
-    assert domain.transition("open", "closed") == "closed"
-    assert domain.transition("pending", "cancelled") == "cancelled"
+def test_staff_move_an_order_from_draft_to_open_or_cancel_it() -> None:
+    assert domain.transition("draft", "open") == "open"
+    assert domain.transition("open", "cancelled") == "cancelled"
+    assert domain.transition("draft", "cancelled") == "cancelled"
 
 
 @pytest.mark.parametrize(("status", "to"), [("open", "open"), ("closed", "open"),
-                                             ("pending", "closed"), ("cancelled", "open")])
+                                             ("draft", "closed"), ("cancelled", "open"),
+                                             ("received", "cancelled")])
 def test_order_refuses_other_moves(status: str, to: str) -> None:
     with pytest.raises(WrongStatus, match=status):
         domain.transition(status, to)
@@ -120,20 +184,20 @@ def test_receipt_fills_each_branch_share_before_the_next() -> None:
     assert [(c.copy_id, c.owning_branch) for c in receipt.copies] == [
         ("c1", "JX-HN-01"), ("c2", "JX-HN-01"), ("c3", "JX-HY-02")]
     assert [s.received for s in receipt.shares] == [2, 1]
-    assert domain.fully_received(receipt.shares)
+    assert all(s.remaining == 0 for s in receipt.shares)
 
 
 def test_partial_receipts_continue_where_the_last_one_stopped() -> None:
     shares = [Share("A", 2), Share("B", 2), Share("C", 1)]
     first = domain.receive(shares, 3, counter_ids())
     assert [c.owning_branch for c in first.copies] == ["A", "A", "B"]
-    assert not domain.fully_received(first.shares)
+    assert any(s.remaining for s in first.shares)
     second = domain.receive(first.shares, 1, counter_ids())
     assert [c.owning_branch for c in second.copies] == ["B"]
     third = domain.receive(second.shares, 1, counter_ids())
     assert [c.owning_branch for c in third.copies] == ["C"]
     assert [(s.branch, s.received) for s in third.shares] == [("A", 2), ("B", 2), ("C", 1)]
-    assert domain.fully_received(third.shares)
+    assert all(s.remaining == 0 for s in third.shares)
 
 
 def test_receiving_more_than_remains_is_refused() -> None:

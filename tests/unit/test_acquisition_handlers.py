@@ -44,7 +44,7 @@ async def test_the_network_read_model_follows_site_events() -> None:
     site = await uow.repo(Site).get("JX-HN-01")
     assert site is not None and (site.kind, site.active) == ("county", False)
     assert "network.site_upserted" in handlers.handlers
-    assert handlers.handlers.topics == ("network.sites",)
+    assert handlers.handlers.topics == ("cataloging.items", "network.sites")
 
 
 def order(vendor: str = "XINHUA", fund: str = "ADULT-2026", currency: str = "CNY",
