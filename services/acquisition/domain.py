@@ -62,8 +62,9 @@ class OverBudget(Conflict):
 
 
 class OverReceipt(Conflict):
-    def __init__(self, asked: int, remaining: int) -> None:
-        super().__init__(f"cannot receive {asked} copies: only {remaining} remain on this line")
+    def __init__(self, asked: int, remaining: int, where: str = "quantity") -> None:
+        super().__init__(f"{where}: cannot receive {asked} copies: only {remaining} remain "
+                         "on this line")
         self.asked = asked
         self.remaining = remaining
 

@@ -619,6 +619,9 @@ async def receive_copies(uow: SqlUnitOfWork, order_id: str,
             receipt = domain.receive(shares[line.line_id], wanted.quantity)
         except InvalidInput as exc:
             raise InvalidInput(exc.message, (*path, "quantity")) from exc
+        except domain.OverReceipt as exc:  # say which line of a many-line receipt
+            raise domain.OverReceipt(exc.asked, exc.remaining,
+                                     where=".".join(map(str, (*path, "quantity")))) from exc
         for before, after in zip(shares[line.line_id], receipt.shares, strict=True):
             if after.received != before.received:
                 share_rows[0].append(line.line_id)
