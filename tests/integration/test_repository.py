@@ -107,3 +107,27 @@ async def test_sql_lookups_by_field_ask_the_database_once_per_value(infra: Infra
             added = await items.get_by("owning_branch", "JX-NEW")
             assert added is not None and added.barcode == "Q2"  # found without asking
             assert len(statements) == 1
+
+
+async def test_a_lookup_of_more_values_than_postgres_takes_parameters_is_one_query(
+    infra: Infra,
+) -> None:
+    """40,000 keys (a big import's ISBNs) go as one array, past the 32,767-parameter cap."""
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    async with migrated_context(SPEC, await new_env(infra)) as ctx:
+        async with SqlUnitOfWork(ctx) as uow:
+            for n in (7, 39_999):
+                uow.repo(Item).add(Item(barcode=f"K{n}", owning_branch=f"JX-{n}"))
+        event.listen(ctx.sessionmaker.kw["bind"].sync_engine, "before_cursor_execute", count)
+        async with SqlUnitOfWork(ctx) as uow:
+            items = uow.repo(Item)
+            await items.load([f"K{n}" for n in range(40_000)], lock=True)
+            found = await items.find("owning_branch", [f"JX-{n}" for n in range(40_000)])
+            assert sorted(found) == ["JX-39999", "JX-7"]
+            assert (await items.get("K7")) is not None and await items.get("K8") is None
+            assert len(statements) == 2
