@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.cataloging import domain, handlers
-from services.cataloging.marc import NotMarc, read_marc
+from services.cataloging.marc import MarcFormat, NotMarc, read_marc
 from services.cataloging.models import Bib, Item, Site
 from shared.errors import Conflict, Invalid, NotFound
 from shared.service.app import BODY_LIMIT_KEY, ServiceDep, SessionDep
@@ -189,7 +189,11 @@ async def search(
 async def import_marc(
     service: ServiceDep,
     _: Annotated[Principal, require("cataloger")],
-    file: Annotated[UploadFile, File(description="MARC 21 records, binary ISO 2709")],
+    file: Annotated[UploadFile, File(description="MARC 21 or UNIMARC/CNMARC records, "
+                                                 "binary ISO 2709")],
+    marc_format: Annotated[MarcFormat | None, Query(
+        alias="format", description="`marc21` or `unimarc` (CNMARC); default: seen from "
+                                    "the first record")] = None,
 ) -> ImportReport:
     """Create or update bibs by ISBN from a MARC file; unreadable records are listed."""
     data = await file.read(MAX_IMPORT_BYTES + 1)
@@ -197,7 +201,7 @@ async def import_marc(
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             f"file: larger than {MAX_IMPORT_BYTES} bytes; split it")
     try:
-        records = read_marc(data)
+        records = read_marc(data, marc_format)
     except NotMarc as exc:
         raise Invalid(str(exc), field="file", kind="not_marc") from exc
     try:

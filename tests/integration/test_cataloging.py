@@ -302,3 +302,61 @@ async def test_marc_import_refuses_what_is_not_marc(infra: Infra) -> None:
         assert r.status_code == 403
         r = await client.get("/search", params={"q": "wei"}, headers=headers)
         assert r.json()["results"] == []
+
+
+def cnmarc_record(isbn: str, title: str, author: str, publisher: str, year: str) -> Record:
+    """A CNMARC (UNIMARC) record as the national agency writes one, in UTF-8."""
+    record = Record(force_utf8=True)
+    record.add_field(Field(tag="010", indicators=[" ", " "],
+                           subfields=[Subfield("a", isbn), Subfield("d", "CNY39.00")]))
+    record.add_field(Field(tag="200", indicators=["1", " "],
+                           subfields=[Subfield("a", title), Subfield("f", author + "著")]))
+    record.add_field(Field(tag="210", indicators=[" ", " "],
+                           subfields=[Subfield("a", "北京"), Subfield("c", publisher),
+                                      Subfield("d", year)]))
+    record.add_field(Field(tag="690", indicators=[" ", " "],
+                           subfields=[Subfield("a", "I247.5"), Subfield("v", "5")]))
+    record.add_field(Field(tag="701", indicators=[" ", "0"],
+                           subfields=[Subfield("a", author), Subfield("4", "著")]))
+    return record
+
+
+async def test_a_cnmarc_file_imports_chinese_books_and_rejects_a_badly_encoded_one(
+    infra: Infra,
+) -> None:
+    settings = await new_env(infra)
+    books = [("978-7-02-002475-9", "围城", "钱锺书", "人民文学出版社", "1991"),
+             ("978-7-5063-6543-7", "活着", "余华", "作家出版社", "2012.8"),
+             ("978-7-5302-1200-4", "平凡的世界", "路遥", "北京十月文艺出版社", "2012")]
+    upload = marc_file(*(cnmarc_record(*book) for book in books))
+    bad = bytearray(upload)
+    at = bad.index("活着".encode())
+    bad[at:at + 3] = b"\xff\xfe\xfd"  # the second record's title is not UTF-8 any more
+    headers = token("cataloger")
+    async with running_service(SPEC, settings) as client:
+        r = await client.post("/imports", files={"file": ("cn.mrc", bytes(bad))},
+                              headers=headers)
+        assert r.status_code == 201, r.text
+        report = r.json()
+        assert (report["imported"], report["updated"]) == (2, 0)
+        [skipped] = report["skipped"]
+        assert skipped["index"] == 1 and skipped["reason"].startswith("unreadable record")
+
+        r = await client.get("/search", params={"q": "围城"}, headers=headers)
+        [hit] = r.json()["results"]
+        assert (hit["isbn13"], hit["title"], hit["author"], hit["publisher"], hit["year"]) == (
+            "9787020024759", "围城", "钱锺书", "人民文学出版社", 1991)
+        r = await client.get("/search", params={"q": "世界"}, headers=headers)
+        assert [h["title"] for h in r.json()["results"]] == ["平凡的世界"]
+
+        # told the format, the clean file reads the same; told wrongly, nothing imports
+        r = await client.post("/imports", params={"format": "unimarc"},
+                              files={"file": ("cn.mrc", upload)}, headers=headers)
+        assert (r.json()["imported"], r.json()["updated"]) == (1, 2)
+        r = await client.post("/imports", params={"format": "marc21"},
+                              files={"file": ("cn.mrc", upload)}, headers=headers)
+        assert r.status_code == 201 and r.json()["imported"] == 0
+        assert {s["reason"] for s in r.json()["skipped"]} == {"no ISBN in 020$a"}
+        r = await client.post("/imports", params={"format": "cnmarc2"},
+                              files={"file": ("cn.mrc", upload)}, headers=headers)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "format"]

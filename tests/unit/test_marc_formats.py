@@ -1,0 +1,39 @@
+"""Which MARC a file holds, from its first record's directory."""
+
+from __future__ import annotations
+
+import io
+
+from pymarc import Field, MARCWriter, Record, Subfield
+
+from services.cataloging import marc
+
+
+def one(*fields: tuple[str, str]) -> bytes:
+    record = Record(force_utf8=True)
+    for tag, value in fields:
+        record.add_field(Field(tag=tag, indicators=[" ", " "], subfields=[Subfield("a", value)]))
+    buffer = io.BytesIO()
+    MARCWriter(buffer).write(record)
+    return buffer.getvalue()
+
+
+def test_a_245_is_marc21_and_a_200_without_one_is_unimarc() -> None:
+    assert marc.detect_format(one(("020", "9787020002207"), ("245", "Wei cheng"))) == "marc21"
+    assert marc.detect_format(one(("010", "9787020002207"), ("200", "围城"))) == "unimarc"
+    # a MARC 21 record may carry a local 200 too: its 245 decides
+    assert marc.detect_format(one(("200", "x"), ("245", "Wei cheng"))) == "marc21"
+
+
+def test_what_is_not_a_leader_is_left_to_the_reader() -> None:
+    assert marc.detect_format(b"this is not marc at all, not even close") == "marc21"
+    assert marc.detect_format(b"") == "marc21"
+
+
+def test_unimarc_fields_make_the_bib() -> None:
+    [bib] = marc.read_marc(one(("010", "7-02-000220-X"), ("200", "围城 /"), ("700", "钱锺书"),
+                               ("210", "x")))
+    assert not isinstance(bib, str)
+    assert (bib.isbn, bib.title, bib.author) == ("7-02-000220-X", "围城", "钱锺书")
+    [reason] = marc.read_marc(one(("200", "无号")), "unimarc")
+    assert reason == "no ISBN in 010$a"
