@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, case, func, or_
+from sqlalchemy import ColumnElement, Text, case, cast, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -37,6 +37,11 @@ class BibView(BaseModel):
     author: str | None
     publisher: str | None
     year: int | None
+    language: str | None = None
+    classification: str | None = None
+    classification_scheme: str | None = None
+    subjects: list[str] = []
+    has_marc: bool = False
 
 
 class BranchHoldings(BaseModel):
@@ -83,7 +88,10 @@ class ImportReport(BaseModel):
 
 def _bib_view(bib: Bib) -> BibView:
     return BibView(bib_id=bib.bib_id, isbn13=bib.isbn13, isbn_valid=bib.isbn_valid,
-                   title=bib.title, author=bib.author, publisher=bib.publisher, year=bib.year)
+                   title=bib.title, author=bib.author, publisher=bib.publisher, year=bib.year,
+                   language=bib.language, classification=bib.classification,
+                   classification_scheme=bib.classification_scheme, subjects=bib.subjects,
+                   has_marc=bib.marc is not None)
 
 
 async def _with_holdings(session: AsyncSession, bibs: Sequence[Bib]) -> list[BibWithHoldings]:
@@ -152,9 +160,16 @@ async def get_bib(
     return (await _with_holdings(session, [bib]))[0]
 
 
+def _escaped(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like(term: str) -> str:
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return f"%{_escaped(term)}%"
+
+
+def _like_prefix(term: str) -> str:
+    return f"{_escaped(term)}%"
 
 
 @router.get("/search", response_model=SearchResults, tags=["bibs"])
@@ -170,8 +185,12 @@ async def search(
     if not term:
         raise Invalid("q must not be blank", field="q", kind="value_error", location="query")
     pattern = _like(term)
-    conditions: list[ColumnElement[bool]] = [col(Bib.title).ilike(pattern, escape="\\"),
-                                             col(Bib.author).ilike(pattern, escape="\\")]
+    conditions: list[ColumnElement[bool]] = [
+        col(Bib.title).ilike(pattern, escape="\\"),
+        col(Bib.author).ilike(pattern, escape="\\"),
+        cast(col(Bib.subjects), Text).ilike(pattern, escape="\\"),
+        col(Bib.classification).ilike(_like_prefix(term), escape="\\"),  # I247 finds I247.5
+    ]
     exact_isbn_first: list[ColumnElement[int]] = []
     isbn = domain.normalize_isbn(term)
     if isbn is not None:

@@ -36,6 +36,11 @@ class BibData:
     author: str | None = None
     publisher: str | None = None
     year: int | None = None
+    language: str | None = None
+    classification: str | None = None
+    classification_scheme: str | None = None
+    subjects: tuple[str, ...] = ()
+    marc: bytes | None = None  # the record as received, when it came as MARC
 
 
 # A MARC 020$a or a vendor's field often carries a qualifier after the number:

@@ -106,7 +106,9 @@ async def load_batch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) 
 def _announce_bib(uow: UnitOfWork, bib: Bib, cause: Envelope | None) -> None:
     uow.emit(
         BibUpserted(bib_id=bib.bib_id, isbns=[bib.isbn13] if bib.isbn13 else [],
-                    title=bib.title, author=bib.author, publisher=bib.publisher, year=bib.year),
+                    title=bib.title, author=bib.author, publisher=bib.publisher, year=bib.year,
+                    language=bib.language, classification=bib.classification,
+                    subjects=list(bib.subjects) or None),
         subject=bib.bib_id, cause=cause,
     )
 
@@ -126,11 +128,18 @@ async def upsert_bib(uow: UnitOfWork, data: domain.BibData, *, overwrite: bool,
     if bib is None:
         bib = Bib(bib_id=new_id(), isbn13=isbn.value if isbn else None,
                   isbn_valid=isbn.valid if isbn else False, title=data.title,
-                  author=data.author, publisher=data.publisher, year=data.year, created_at=now)
+                  author=data.author, publisher=data.publisher, year=data.year,
+                  language=data.language, classification=data.classification,
+                  classification_scheme=data.classification_scheme,
+                  subjects=list(data.subjects), marc=data.marc, created_at=now)
         bibs.add(bib)
-    elif overwrite:
+    elif overwrite:  # a full record replaces a brief one (or an older import) whole
         bib.title, bib.author = data.title, data.author
         bib.publisher, bib.year = data.publisher, data.year
+        bib.language, bib.subjects = data.language, list(data.subjects)
+        bib.classification = data.classification
+        bib.classification_scheme = data.classification_scheme
+        bib.marc = data.marc
         bib.updated_at = now
     if created or overwrite:
         _announce_bib(uow, bib, cause)

@@ -2,12 +2,17 @@
 as China's national agency writes it (CNMARC).
 
 MARC 21: ISBN 020$a, title 245$a, author 100$a, publisher 264$b or 260$b, year 264$c or
-260$c. CNMARC: ISBN 010$a, title 200$a, author 700$a (else 701$a, else 200$f), publisher
-210$c or 214$c, year 210$d or 214$d. The format is told by the caller or seen in the first
-record's directory (a 245 is MARC 21; a 200 without one is UNIMARC). CNMARC is read as
-UTF-8, which is how CNMARC is distributed today; MARC 21 follows its leader (MARC-8 or
-UTF-8). A record that can't be read or lacks an ISBN or a title becomes a skip reason, so
-one bad record never costs the rest of the file.
+260$c, language 008/35-37 or 041$a, classification 084$a with $2 clc (中图法), else 082$a
+(Dewey), else 050$a $b (LC), subjects 650/600/610/651 $a. CNMARC: ISBN 010$a, title 200$a,
+author 700$a (else 701$a, else 200$f), publisher 210$c or 214$c, year 210$d or 214$d,
+language 101$a, classification 690$a (中图法), else 676$a, else 680$a, subjects
+606/600/601/607 $a. The record itself is kept as ISO 2709.
+
+The format is told by the caller or seen in the first record's directory (a 245 is
+MARC 21; a 200 without one is UNIMARC). CNMARC is read as UTF-8, which is how CNMARC is
+distributed today; MARC 21 follows its leader (MARC-8 or UTF-8). A record that can't be
+read or lacks an ISBN or a title becomes a skip reason, so one bad record never costs the
+rest of the file.
 """
 
 from __future__ import annotations
@@ -58,6 +63,51 @@ def _isbn(record: Record, tag: str = "020") -> str | None:
     return next((value for value, isbn in normalised if isbn is not None), None)
 
 
+def _all(record: Record, tags: tuple[str, ...], code: str) -> tuple[str, ...]:
+    """Every non-blank `code` subfield of these tags, cleaned, once each, in record order."""
+    seen: dict[str, None] = {}
+    for fld in record.get_fields(*tags):
+        for value in fld.get_subfields(code):
+            cleaned = domain.clean_marc_text(value)
+            if cleaned:
+                seen.setdefault(cleaned, None)
+    return tuple(seen)
+
+
+def _language(code: str | None) -> str | None:
+    code = (code or "").strip().lower()
+    return code if len(code) == 3 and code.isalpha() else None
+
+
+def _marc21_classification(record: Record) -> tuple[str, str] | None:
+    for fld in record.get_fields("084"):  # other schemes, named in $2: 中图法 is `clc`
+        number = fld.get("a")
+        if number and (fld.get("2") or "").strip().lower() == "clc":
+            return number.strip(), "clc"
+    for tag, scheme in (("082", "ddc"), ("050", "lcc")):
+        for fld in record.get_fields(tag):
+            number = fld.get("a")
+            if number and number.strip():
+                item = fld.get("b") if tag == "050" else None
+                return (f"{number.strip()} {item.strip()}" if item else number.strip()), scheme
+    return None
+
+
+def _unimarc_classification(record: Record) -> tuple[str, str] | None:
+    for tag, scheme in (("690", "clc"), ("676", "ddc"), ("680", "lcc")):
+        number = _first(record, (tag,), "a")
+        if number:
+            return number.strip(), scheme
+    return None
+
+
+def _as_marc(record: Record) -> bytes | None:
+    try:
+        return record.as_marc()
+    except (UnicodeError, ValueError):  # kept only when it can be written back as read
+        return None
+
+
 def bib_from_record(record: Record) -> domain.BibData | str:
     """The bib data of one record, or why it can't make a bib."""
     isbn = _isbn(record)
@@ -66,12 +116,20 @@ def bib_from_record(record: Record) -> domain.BibData | str:
     title = domain.clean_marc_text(_first(record, ("245",), "a"))
     if title is None:
         return "no title in 245$a"
+    fixed = record.get("008")
+    language = _language(fixed.data[35:38] if fixed is not None and fixed.data else None)
+    classified = _marc21_classification(record)
     return domain.BibData(
         isbn=isbn,
         title=title,
         author=domain.clean_marc_text(_first(record, ("100",), "a")),
         publisher=domain.clean_marc_text(_first(record, ("264", "260"), "b")),
         year=domain.year_of(_first(record, ("264", "260"), "c")),
+        language=language or _language(_first(record, ("041",), "a")),
+        classification=classified[0] if classified else None,
+        classification_scheme=classified[1] if classified else None,
+        subjects=_all(record, ("650", "600", "610", "651"), "a"),
+        marc=_as_marc(record),
     )
 
 
@@ -84,12 +142,18 @@ def bib_from_unimarc(record: Record) -> domain.BibData | str:
     if title is None:
         return "no title in 200$a"
     author = (_first(record, ("700", "701"), "a") or _first(record, ("200",), "f"))
+    classified = _unimarc_classification(record)
     return domain.BibData(
         isbn=isbn,
         title=title,
         author=domain.clean_marc_text(author),
         publisher=domain.clean_marc_text(_first(record, ("210", "214"), "c")),
         year=domain.year_of(_first(record, ("210", "214"), "d")),
+        language=_language(_first(record, ("101",), "a")),
+        classification=classified[0] if classified else None,
+        classification_scheme=classified[1] if classified else None,
+        subjects=_all(record, ("606", "600", "601", "607"), "a"),
+        marc=_as_marc(record),
     )
 
 

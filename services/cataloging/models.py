@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, ForeignKey, String
+from sqlalchemy import Column, DateTime, ForeignKey, LargeBinary, String, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
 
 from shared.service.rows import Row
@@ -37,6 +38,17 @@ class Bib(Row, table=True):
     author: str | None = None
     publisher: str | None = None
     year: int | None = None
+    #: ISO 639-2 code (MARC 21 008/35-37 or 041$a; UNIMARC 101$a).
+    language: str | None = None
+    #: The class number and its scheme: `clc` (中图法: CNMARC 690, MARC 21 084 $2 clc),
+    #: `ddc` (082 / 676) or `lcc` (050 / 680), the first found in that order.
+    classification: str | None = None
+    classification_scheme: str | None = None
+    subjects: list[str] = Field(default=[], sa_column=Column(
+        JSONB, nullable=False, server_default=text("'[]'::jsonb")))
+    #: The record as imported (ISO 2709), kept so a later overlay or export starts from
+    #: what the agency sent; NULL for a brief bib made from an order.
+    marc: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = Field(sa_column=_ts(False))
     updated_at: datetime | None = Field(default=None, sa_column=_ts())
 

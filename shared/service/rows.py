@@ -11,6 +11,7 @@ SQLAlchemy (for the INSERT) and pydantic (for reading) look. Everything after co
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 from pydantic_core import PydanticUndefined
@@ -19,6 +20,7 @@ from sqlmodel import SQLModel
 
 class Row(SQLModel):
     _defaults: ClassVar[dict[type, dict[str, Any]]] = {}
+    _mutable: ClassVar[dict[type, tuple[str, ...]]] = {}
 
     def __init__(self, **data: Any) -> None:
         cls = type(self)
@@ -30,9 +32,13 @@ class Row(SQLModel):
             defaults = Row._defaults[cls] = {
                 name: f.default for name, f in cls.model_fields.items()
                 if f.default is not PydanticUndefined and f.default_factory is None}
+            Row._mutable[cls] = tuple(name for name, value in defaults.items()
+                                      if isinstance(value, list | dict | set))
         unknown = data.keys() - cls.model_fields.keys()
         if unknown:
             raise TypeError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
         self.__dict__.update(defaults)
+        for name in Row._mutable[cls]:  # each row its own list, as pydantic would copy it
+            self.__dict__[name] = copy.copy(defaults[name])
         self.__dict__.update(data)
         object.__setattr__(self, "__pydantic_fields_set__", set(data))

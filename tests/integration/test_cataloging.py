@@ -74,8 +74,14 @@ async def all_handled(client: ServiceClient, event_ids: list[str]) -> bool:
         return result.scalar_one() == len(event_ids)
 
 
-def marc_record(isbn: str | None, title: str, author: str, publisher: str, date: str) -> Record:
+def marc_record(isbn: str | None, title: str, author: str, publisher: str, date: str,
+                ) -> Record:
     record = Record()
+    record.add_field(Field(tag="008", data="980101s1998    cc            000 1 eng d"))
+    record.add_field(Field(tag="050", indicators=[" ", "0"],
+                           subfields=[Subfield("a", "QA47"), Subfield("b", ".S6")]))
+    record.add_field(Field(tag="650", indicators=[" ", "0"],
+                           subfields=[Subfield("a", "Mathematics"), Subfield("v", "Tables.")]))
     if isbn:
         record.add_field(Field(tag="020", indicators=[" ", " "],
                                subfields=[Subfield("a", isbn)]))
@@ -262,6 +268,8 @@ async def test_marc_import_creates_and_updates_bibs(infra: Infra) -> None:
         bib = r.json()
         assert (bib["title"], bib["author"], bib["publisher"], bib["year"]) == (
             "Mathematical tables", "Smith, John A.", "Academic Press", 1998)
+        assert (bib["language"], bib["classification"], bib["classification_scheme"],
+                bib["subjects"]) == ("eng", "QA47 .S6", "lcc", ["Mathematics"])
         assert bib["total_items"] == 1
 
         r = await client.get("/search", params={"q": "wei cheng"}, headers=headers)
@@ -314,6 +322,9 @@ def cnmarc_record(isbn: str, title: str, author: str, publisher: str, year: str)
     record.add_field(Field(tag="210", indicators=[" ", " "],
                            subfields=[Subfield("a", "北京"), Subfield("c", publisher),
                                       Subfield("d", year)]))
+    record.add_field(Field(tag="101", indicators=["0", " "], subfields=[Subfield("a", "chi")]))
+    record.add_field(Field(tag="606", indicators=["0", " "],
+                           subfields=[Subfield("a", "长篇小说"), Subfield("y", "中国")]))
     record.add_field(Field(tag="690", indicators=[" ", " "],
                            subfields=[Subfield("a", "I247.5"), Subfield("v", "5")]))
     record.add_field(Field(tag="701", indicators=[" ", "0"],
@@ -346,8 +357,18 @@ async def test_a_cnmarc_file_imports_chinese_books_and_rejects_a_badly_encoded_o
         [hit] = r.json()["results"]
         assert (hit["isbn13"], hit["title"], hit["author"], hit["publisher"], hit["year"]) == (
             "9787020024759", "围城", "钱锺书", "人民文学出版社", 1991)
+        assert (hit["language"], hit["classification"], hit["classification_scheme"],
+                hit["subjects"], hit["has_marc"]) == ("chi", "I247.5", "clc", ["长篇小说"], True)
         r = await client.get("/search", params={"q": "世界"}, headers=headers)
         assert [h["title"] for h in r.json()["results"]] == ["平凡的世界"]
+        for by_class_or_subject in ("I247", "长篇小说"):
+            r = await client.get("/search", params={"q": by_class_or_subject}, headers=headers)
+            assert sorted(h["title"] for h in r.json()["results"]) == ["围城", "平凡的世界"]
+        bibs = events_of(await read_topic(settings, "cataloging.bibs", at_least=2),
+                         "cataloging.bib_upserted")
+        assert {(b["data"]["title"], b["data"]["classification"], tuple(b["data"]["subjects"]))
+                for b in bibs} == {("围城", "I247.5", ("长篇小说",)),
+                                   ("平凡的世界", "I247.5", ("长篇小说",))}
 
         # told the format, the clean file reads the same; told wrongly, nothing imports
         r = await client.post("/imports", params={"format": "unimarc"},

@@ -37,3 +37,32 @@ def test_unimarc_fields_make_the_bib() -> None:
     assert (bib.isbn, bib.title, bib.author) == ("7-02-000220-X", "围城", "钱锺书")
     [reason] = marc.read_marc(one(("200", "无号")), "unimarc")
     assert reason == "no ISBN in 010$a"
+
+
+def record_with(*fields: Field) -> bytes:
+    record = Record(force_utf8=True)
+    for fld in fields:
+        record.add_field(fld)
+    buffer = io.BytesIO()
+    MARCWriter(buffer).write(record)
+    return buffer.getvalue()
+
+
+def sf(tag: str, *pairs: str) -> Field:
+    return Field(tag=tag, indicators=[" ", " "],
+                 subfields=[Subfield(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)])
+
+
+def test_marc21_takes_clc_from_084_before_dewey_and_lc() -> None:
+    base = (sf("020", "a", "9787020002207"), sf("245", "a", "Wei cheng /"))
+    [bib] = marc.read_marc(record_with(*base, sf("050", "a", "PL2747"), sf("082", "a", "895.1"),
+                                       sf("084", "a", "I246", "2", "rvk"),
+                                       sf("084", "a", "I246.57", "2", "clc"),
+                                       sf("041", "a", "chi"), sf("650", "a", "Satire."),
+                                       sf("650", "a", "Satire"), sf("651", "a", "China.")))
+    assert not isinstance(bib, str)
+    assert (bib.classification, bib.classification_scheme) == ("I246.57", "clc")
+    assert (bib.language, bib.subjects) == ("chi", ("Satire", "China"))
+    assert bib.marc is not None and marc.read_marc(bib.marc)[0] == bib  # kept as read
+    [dewey] = marc.read_marc(record_with(*base, sf("050", "a", "PL2747"), sf("082", "a", "895.1")))
+    assert not isinstance(dewey, str) and dewey.classification_scheme == "ddc"

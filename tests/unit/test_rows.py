@@ -33,3 +33,13 @@ def test_rows_do_not_share_state() -> None:
 def test_an_unknown_field_is_refused() -> None:
     with pytest.raises(TypeError, match="no field 'shelf'"):
         Transfer(transfer_id="T1", shelf="3")
+
+
+def test_a_list_default_is_each_rows_own() -> None:
+    from services.cataloging.models import Bib
+
+    a = Bib(bib_id="a", title="A")
+    b = Bib(bib_id="b", title="B")
+    a.subjects.append("Fiction")
+    assert (a.subjects, b.subjects, Bib(bib_id="c", title="C").subjects) == (
+        ["Fiction"], [], [])
