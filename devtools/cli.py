@@ -290,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "site has crates), then re-plan it after a change")
     rbench.set_defaults(func=cmd_routes_bench)
 
+    marc = sub.add_parser("marc", help="MARC records into cataloging")
+    marc_sub = marc.add_subparsers(dest="marc_command", required=True)
+    mimport = marc_sub.add_parser(
+        "import", help="import a MARC file of any size, in uploads, with a progress bar")
+    from devtools import marcimport
+    marcimport.add_arguments(mimport, os.environ.get(
+        "CATALOGING_URL", f"http://127.0.0.1:{DEFAULT_PORTS['cataloging']}"))
+    mimport.set_defaults(func=marcimport.main)
+
     acq = sub.add_parser("acquisition", help="the acquisition center")
     acq_sub = acq.add_subparsers(dest="acquisition_command", required=True)
     abench = acq_sub.add_parser(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 from pydantic import BaseModel
@@ -83,6 +83,7 @@ class SkippedRecord(BaseModel):
 class ImportReport(BaseModel):
     imported: int
     updated: int
+    kept: int = 0
     skipped: list[SkippedRecord]
 
 
@@ -203,6 +204,10 @@ async def search(
     return SearchResults(query=term, results=await _with_holdings(session, bibs))
 
 
+#: Records per transaction of an import.
+IMPORT_BATCH = 5_000
+
+
 @router.post("/imports", status_code=status.HTTP_201_CREATED, response_model=ImportReport,
              tags=["bibs"], openapi_extra={BODY_LIMIT_KEY: MAX_IMPORT_BODY_BYTES})
 async def import_marc(
@@ -213,8 +218,14 @@ async def import_marc(
     marc_format: Annotated[MarcFormat | None, Query(
         alias="format", description="`marc21` or `unimarc` (CNMARC); default: seen from "
                                     "the first record")] = None,
+    on_match: Annotated[Literal["overlay", "keep"], Query(
+        description="a record whose ISBN matches a bib: replace the bib's fields "
+                    "(`overlay`) or leave the bib as it is (`keep`)")] = "overlay",
 ) -> ImportReport:
-    """Create or update bibs by ISBN from a MARC file; unreadable records are listed."""
+    """Create or update bibs by ISBN from a MARC file; unreadable records are listed.
+
+    Records are committed in batches of IMPORT_BATCH, so a file of any size holds no
+    long transaction; a batch that fails is answered with how many records went in."""
     data = await file.read(MAX_IMPORT_BYTES + 1)
     if len(data) > MAX_IMPORT_BYTES:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
@@ -223,13 +234,18 @@ async def import_marc(
         records = read_marc(data, marc_format)
     except NotMarc as exc:
         raise Invalid(str(exc), field="file", kind="not_marc") from exc
-    try:
-        async with service.uow() as uow:
-            result = await handlers.import_bibs(uow, records)
-    except IntegrityError as exc:  # another import or receipt created the bib first
-        raise Conflict(
-            "a bib for one of these ISBNs was created at the same moment; send the file again"
-        ) from exc
-    return ImportReport(imported=result.imported, updated=result.updated,
+    result = handlers.ImportResult()
+    for start in range(0, len(records), IMPORT_BATCH):
+        try:
+            async with service.uow() as uow:
+                result.add(await handlers.import_bibs(
+                    uow, records[start:start + IMPORT_BATCH], overlay=on_match == "overlay",
+                    first_index=start))
+        except IntegrityError as exc:  # another import or receipt created the bib first
+            raise Conflict(
+                f"a bib for one of records {start}..{start + IMPORT_BATCH - 1} was created at "
+                f"the same moment; the {start} records before them are in. Send the file "
+                "again: what is already in is matched, not doubled") from exc
+    return ImportReport(imported=result.imported, updated=result.updated, kept=result.kept,
                         skipped=[SkippedRecord(index=s.index, reason=s.reason)
                                  for s in result.skipped])

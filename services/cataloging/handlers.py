@@ -236,26 +236,37 @@ class Skipped:
 class ImportResult:
     imported: int = 0
     updated: int = 0
+    kept: int = 0
     skipped: list[Skipped] = field(default_factory=list)
 
+    def add(self, other: ImportResult) -> None:
+        self.imported += other.imported
+        self.updated += other.updated
+        self.kept += other.kept
+        self.skipped += other.skipped
 
-async def import_bibs(uow: UnitOfWork, records: Sequence[domain.BibData | str]) -> ImportResult:
+
+async def import_bibs(uow: UnitOfWork, records: Sequence[domain.BibData | str], *,
+                      overlay: bool = True, first_index: int = 0) -> ImportResult:
     """Create or update one bib per record, matched by ISBN; a string is a skip reason.
 
-    An imported record is authoritative over what a receipt said, so it overwrites the
-    bib's title, author, publisher and year.
+    With `overlay` an imported record is authoritative over what a receipt or an earlier
+    import said, so it replaces the bib's fields; without it a matched bib is kept as it
+    is. `first_index` is the position in the file of the first of these records.
     """
     result = ImportResult()
     await uow.repo(Bib).find("isbn13", {n.value for r in records
                                         if isinstance(r, domain.BibData)
                                         if (n := domain.normalize_isbn(r.isbn))})
-    for index, record in enumerate(records):
+    for index, record in enumerate(records, start=first_index):
         if isinstance(record, str):
             result.skipped.append(Skipped(index, record))
             continue
-        _, created = await upsert_bib(uow, record, overwrite=True)
+        _, created = await upsert_bib(uow, record, overwrite=overlay)
         if created:
             result.imported += 1
-        else:
+        elif overlay:
             result.updated += 1
+        else:
+            result.kept += 1
     return result

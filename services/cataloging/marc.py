@@ -18,10 +18,10 @@ rest of the file.
 from __future__ import annotations
 
 import io
-from typing import Literal
+from collections.abc import Iterator
+from typing import BinaryIO, Literal
 
-from pymarc import MARCReader, Record
-from pymarc.exceptions import PymarcException
+from pymarc import Record
 
 from services.cataloging import domain
 
@@ -157,32 +157,76 @@ def bib_from_unimarc(record: Record) -> domain.BibData | str:
     )
 
 
+END_OF_RECORD = b"\x1d"
+
+
+def split_records(stream: BinaryIO) -> Iterator[bytes]:
+    """Each record's bytes as the stream holds them, by the length in its leader.
+
+    A record whose leader gives no sane length runs to the next end-of-record mark, so a
+    broken record costs only itself: the reader finds the next one where it starts.
+    """
+    source = _Source(stream)
+    while True:
+        head = source.read(5)
+        if not head:
+            return
+        if head.isdigit() and int(head) >= 24:
+            yield head + source.read(int(head) - 5)
+            continue
+        chunk = bytearray(head)
+        while END_OF_RECORD not in chunk:
+            more = source.read(4096)
+            if not more:
+                break
+            chunk += more
+        cut = chunk.find(END_OF_RECORD)
+        if cut < 0:
+            yield bytes(chunk)
+            return
+        yield bytes(chunk[:cut + 1])
+        source.put_back(bytes(chunk[cut + 1:]))  # read past the mark: the next record's
+
+
+class _Source:
+    """A stream that can take back bytes read too far."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.head = stream, b""
+
+    def put_back(self, data: bytes) -> None:
+        self.head = data + self.head
+
+    def read(self, n: int) -> bytes:
+        out, self.head = self.head[:n], self.head[n:]
+        if len(out) < n:
+            out += self.stream.read(n - len(out))
+        return out
+
+
 def read_marc(data: bytes, marc_format: MarcFormat | None = None,
               ) -> list[domain.BibData | str]:
     """One entry per record in the file: its bib data or the reason it is skipped.
 
-    `marc_format` None: seen from the first record. Raises NotMarc when not even the first
-    record has an ISO 2709 leader.
+    `marc_format` None: seen from the first record. Raises NotMarc when the file does not
+    start with an ISO 2709 leader (or is empty).
     """
     if not data.strip():
         raise NotMarc("not a MARC (ISO 2709) file: it is empty")
+    if not data[:5].isdigit():
+        raise NotMarc("not a MARC (ISO 2709) file: it does not start with a record length "
+                      f"(got {data[:5]!r})")
     unimarc = (marc_format or detect_format(data)) == "unimarc"
     read = bib_from_unimarc if unimarc else bib_from_record
-    reader = MARCReader(io.BytesIO(data), to_unicode=True, force_utf8=unimarc)
     out: list[domain.BibData | str] = []
-    try:
-        for record in reader:
-            if record is None:
-                exc = reader.current_exception
-                if not out:
-                    raise NotMarc(f"not a MARC (ISO 2709) file: {_describe(exc)}")
-                out.append(f"unreadable record: {_describe(exc)}")
-                continue
-            out.append(read(record))
-    except PymarcException as exc:  # a broken tail after good records
-        if not out:
-            raise NotMarc(f"not a MARC (ISO 2709) file: {_describe(exc)}") from exc
-        out.append(f"unreadable record: {_describe(exc)}")
+    for raw in split_records(io.BytesIO(data)):
+        try:
+            record = Record()
+            record.decode_marc(raw, to_unicode=True, force_utf8=unimarc)
+        except Exception as exc:  # noqa: BLE001 — untrusted bytes: any failure rejects the record
+            out.append(f"unreadable record: {_describe(exc)}")
+            continue
+        out.append(read(record))
     return out
 
 

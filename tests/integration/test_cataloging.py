@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pymarc import Field, MARCWriter, Record, Subfield
 from sqlalchemy import String, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from devtools import marcimport
+from services.cataloging import api as cataloging_api
 from services.cataloging import domain
 from services.cataloging.spec import SPEC
 from tests.support import (
@@ -261,7 +264,7 @@ async def test_marc_import_creates_and_updates_bibs(infra: Infra) -> None:
         r = await client.post("/imports", files={"file": ("batch.mrc", upload,
                                                           "application/marc")}, headers=headers)
         assert r.status_code == 201, r.text
-        assert r.json() == {"imported": 1, "updated": 1,
+        assert r.json() == {"imported": 1, "updated": 1, "kept": 0,
                             "skipped": [{"index": 1, "reason": "no ISBN in 020$a"}]}
 
         r = await client.get(f"/bibs/{existing['bib_id']}", headers=headers)
@@ -381,3 +384,70 @@ async def test_a_cnmarc_file_imports_chinese_books_and_rejects_a_badly_encoded_o
         r = await client.post("/imports", params={"format": "cnmarc2"},
                               files={"file": ("cn.mrc", upload)}, headers=headers)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "format"]
+
+
+async def test_an_import_goes_in_batches_and_can_keep_what_it_matches(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cataloging_api, "IMPORT_BATCH", 2)
+    settings = await new_env(infra)
+    headers = token("cataloger")
+    records = [marc_record(isbn, f"Title {n} /", "Author,", "Press,", "2001.")
+               for n, isbn in enumerate(["9787020002207", "0306406152", None,
+                                         "9787506365437", "9787530212004"])]
+    async with running_service(SPEC, settings) as client:
+        r = await client.post("/imports", files={"file": ("a.mrc", marc_file(*records))},
+                              headers=headers)
+        assert r.status_code == 201, r.text
+        assert r.json() == {"imported": 4, "updated": 0, "kept": 0,
+                            "skipped": [{"index": 2, "reason": "no ISBN in 020$a"}]}
+
+        changed = [marc_record("9787020002207", "A new title /", "Author,", "Press,", "2001."),
+                   marc_record("9787544253994", "A new book /", "Author,", "Press,", "2002.")]
+        r = await client.post("/imports", params={"on_match": "keep"},
+                              files={"file": ("b.mrc", marc_file(*changed))}, headers=headers)
+        assert (r.json()["imported"], r.json()["updated"], r.json()["kept"]) == (1, 0, 1)
+        r = await client.get("/search", params={"q": "9787020002207"}, headers=headers)
+        assert r.json()["results"][0]["title"] == "Title 0"  # kept as it was
+        r = await client.post("/imports", params={"on_match": "overlay"},
+                              files={"file": ("b.mrc", marc_file(*changed))}, headers=headers)
+        assert (r.json()["imported"], r.json()["updated"], r.json()["kept"]) == (0, 2, 0)
+        r = await client.get("/search", params={"q": "9787020002207"}, headers=headers)
+        assert r.json()["results"][0]["title"] == "A new title"
+        r = await client.post("/imports", params={"on_match": "merge"},
+                              files={"file": ("b.mrc", marc_file(*changed))}, headers=headers)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "on_match"]
+
+
+async def test_the_cli_streams_a_file_in_uploads_and_reports_positions_in_the_whole_file(
+    infra: Infra,
+) -> None:
+    """`branchline marc import`: several uploads, a record with a broken leader among them,
+    positions counted over the whole file, and a second run matching instead of doubling."""
+    isbns = ["9787020002207", "0306406152", "9787506365437", "9787530212004",
+             "9787544253994", "9787020024759"]
+    good = [marc_file(marc_record(isbn, f"Book {n} /", "Author,", "Press,", "2001."))
+            for n, isbn in enumerate(isbns)]
+    broken = b"12x45" + good[0][5:]  # a leader whose length is not a number
+    data = b"".join([*good[:3], broken, *good[3:]])
+    headers = token("cataloger")
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        async def post(upload: bytes) -> dict[str, Any]:
+            r = await client.post("/imports", files={"file": ("f.mrc", upload)},
+                                  headers=headers)
+            assert r.status_code == 201, r.text
+            answer: dict[str, Any] = r.json()
+            return answer
+
+        seen: list[int] = []
+        totals = await marcimport.import_file(
+            io.BytesIO(data), len(data), post, max_bytes=2 * len(good[0]),
+            progress=lambda t, done, total: seen.append(done))
+        assert (totals.records, totals.imported, totals.updated) == (7, 6, 0)
+        [(index, reason)] = totals.skipped
+        assert index == 3 and "unreadable" in reason
+        assert len(seen) >= 3 and seen[-1] == len(data)  # several uploads, all of the file
+
+        again = await marcimport.import_file(io.BytesIO(data), len(data), post)
+        assert (again.imported, again.updated, len(again.skipped)) == (0, 6, 1)
