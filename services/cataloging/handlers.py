@@ -180,7 +180,8 @@ async def receive_copies(uow: UnitOfWork, env: Envelope, data: CopiesReceived,
     if not new_copies:
         return
     processing_site = uow.settings.processing_site
-    shelf_mark = domain.call_number(author=bib.author, title=bib.title, year=bib.year)
+    shelf_mark = domain.call_number(author=bib.author, title=bib.title, year=bib.year,
+                                    classification=bib.classification)
     now = utcnow()
     taken = await serials.take(len(new_copies))
     for copy, serial in zip(new_copies, taken, strict=True):

@@ -373,6 +373,14 @@ async def test_a_cnmarc_file_imports_chinese_books_and_rejects_a_badly_encoded_o
                 for b in bibs} == {("围城", "I247.5", ("长篇小说",)),
                                    ("平凡的世界", "I247.5", ("长篇小说",))}
 
+        # copies of a classified title are shelved under its class
+        await produce(settings, "acquisition.orders", [
+            copies_received("O-CN", "L-1", "9787020024759", [("CN-1", "JX-HN-01")],
+                            title="Wei cheng (brief, from the order)", author=None)])
+        [item] = events_of(await read_topic(settings, "cataloging.items", at_least=1),
+                           "cataloging.item_cataloged")
+        assert (item["data"]["title"], item["data"]["call_number"]) == ("围城", "I247.5/钱1991")
+
         # told the format, the clean file reads the same; told wrongly, nothing imports
         r = await client.post("/imports", params={"format": "unimarc"},
                               files={"file": ("cn.mrc", upload)}, headers=headers)
