@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Text, case, cast, func, or_
+from sqlalchemy import ColumnElement, case, func, literal_column, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -165,8 +165,9 @@ def _escaped(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _like(term: str) -> str:
-    return f"%{_escaped(term)}%"
+#: Text search configuration of the bib index: no stemming, no stop words (see
+#: domain.search_tokens).
+SIMPLE: ColumnElement[Any] = literal_column("'simple'::regconfig")
 
 
 def _like_prefix(term: str) -> str:
@@ -185,13 +186,16 @@ async def search(
     term = q.strip()
     if not term:
         raise Invalid("q must not be blank", field="q", kind="value_error", location="query")
-    pattern = _like(term)
     conditions: list[ColumnElement[bool]] = [
-        col(Bib.title).ilike(pattern, escape="\\"),
-        col(Bib.author).ilike(pattern, escape="\\"),
-        cast(col(Bib.subjects), Text).ilike(pattern, escape="\\"),
-        col(Bib.classification).ilike(_like_prefix(term), escape="\\"),  # I247 finds I247.5
+        col(Bib.classification).like(_like_prefix(term.upper()), escape="\\"),  # I247.5
     ]
+    rank: list[ColumnElement[Any]] = []
+    words = domain.search_query(term)
+    if words is not None:  # the same expression as the GIN index, so the index answers
+        vector = func.to_tsvector(SIMPLE, col(Bib.search_text))
+        query = func.to_tsquery(SIMPLE, words)
+        conditions.append(vector.op("@@")(query))
+        rank.append(func.ts_rank(vector, query).desc())
     exact_isbn_first: list[ColumnElement[int]] = []
     isbn = domain.normalize_isbn(term)
     if isbn is not None:
@@ -199,7 +203,7 @@ async def search(
         exact_isbn_first.append(case((col(Bib.isbn13) == isbn.value, 0), else_=1))
     bibs = (await session.exec(
         select(Bib).where(or_(*conditions))
-        .order_by(*exact_isbn_first, col(Bib.title), col(Bib.bib_id)).limit(limit)
+        .order_by(*exact_isbn_first, *rank, col(Bib.title), col(Bib.bib_id)).limit(limit)
     )).all()
     return SearchResults(query=term, results=await _with_holdings(session, bibs))
 

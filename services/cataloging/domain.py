@@ -168,3 +168,43 @@ def year_of(value: str | None) -> int | None:
         return None
     match = _YEAR.search(value)
     return int(match.group(1)) if match else None
+
+
+# --- search tokens ----------------------------------------------------------------------------
+
+# Postgres text search splits on spaces and punctuation, which Chinese does not have: a
+# title is one long "word". So titles are indexed as tokens made here: each Chinese
+# character and each pair of neighbours (bigrams), and every other word whole. A query of
+# one character is that character; of two, its bigram; longer ones, all their bigrams.
+# Any run of characters in a title is therefore found (full recall); a long query may also
+# find a title holding its pairs apart.
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_RUNS = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
+_IS_CJK = re.compile(rf"[{_CJK}]")
+
+
+def search_tokens(*texts: str | None) -> list[str]:
+    """The tokens a bib is found by, each once."""
+    tokens: dict[str, None] = {}
+    for text in texts:
+        for run in _RUNS.findall((text or "").casefold()):
+            if _IS_CJK.match(run):
+                tokens.update(dict.fromkeys(run))
+                tokens.update(dict.fromkeys(run[i:i + 2] for i in range(len(run) - 1)))
+            else:
+                tokens[run] = None
+    return list(tokens)
+
+
+def search_query(term: str) -> str | None:
+    """The Postgres tsquery (config `simple`) for what a reader typed, or None when it has
+    no word at all. Every token must match; the last word may be unfinished (a prefix)."""
+    parts: list[str] = []
+    runs = _RUNS.findall(term.casefold())
+    for n, run in enumerate(runs):
+        if _IS_CJK.match(run):
+            pairs = [run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)]
+            parts += [f"'{p}'" for p in dict.fromkeys(pairs)]
+        else:
+            parts.append(f"'{run}'" + (":*" if n == len(runs) - 1 else ""))
+    return " & ".join(parts) or None

@@ -113,6 +113,10 @@ def _announce_bib(uow: UnitOfWork, bib: Bib, cause: Envelope | None) -> None:
     )
 
 
+def _search_text(data: domain.BibData) -> str:
+    return " ".join(domain.search_tokens(data.title, data.author, *data.subjects))
+
+
 async def upsert_bib(uow: UnitOfWork, data: domain.BibData, *, overwrite: bool,
                      cause: Envelope | None = None) -> tuple[Bib, bool]:
     """The bib for this ISBN, created if new; `overwrite` replaces its descriptive fields.
@@ -131,7 +135,8 @@ async def upsert_bib(uow: UnitOfWork, data: domain.BibData, *, overwrite: bool,
                   author=data.author, publisher=data.publisher, year=data.year,
                   language=data.language, classification=data.classification,
                   classification_scheme=data.classification_scheme,
-                  subjects=list(data.subjects), marc=data.marc, created_at=now)
+                  subjects=list(data.subjects), marc=data.marc, created_at=now,
+                  search_text=_search_text(data))
         bibs.add(bib)
     elif overwrite:  # a full record replaces a brief one (or an older import) whole
         bib.title, bib.author = data.title, data.author
@@ -140,6 +145,7 @@ async def upsert_bib(uow: UnitOfWork, data: domain.BibData, *, overwrite: bool,
         bib.classification = data.classification
         bib.classification_scheme = data.classification_scheme
         bib.marc = data.marc
+        bib.search_text = _search_text(data)
         bib.updated_at = now
     if created or overwrite:
         _announce_bib(uow, bib, cause)

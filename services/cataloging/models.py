@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, ForeignKey, LargeBinary, String, text
+from sqlalchemy import Column, DateTime, ForeignKey, Index, LargeBinary, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
 
@@ -29,7 +29,13 @@ class Bib(Row, table=True):
     (see domain.normalize_isbn); NULL only for a title received without any ISBN.
     """
 
-    __table_args__ = {"schema": SCHEMA}
+    __table_args__ = (
+        Index("bib_search", text("to_tsvector('simple'::regconfig, search_text)"),
+              postgresql_using="gin"),
+        Index("bib_classification", "classification",
+              postgresql_ops={"classification": "text_pattern_ops"}),
+        {"schema": SCHEMA},
+    )
 
     bib_id: str = Field(primary_key=True)
     isbn13: str | None = Field(default=None, unique=True)
@@ -46,6 +52,10 @@ class Bib(Row, table=True):
     classification_scheme: str | None = None
     subjects: list[str] = Field(default=[], sa_column=Column(
         JSONB, nullable=False, server_default=text("'[]'::jsonb")))
+    #: What search finds the bib by (domain.search_tokens of title, author and subjects),
+    #: indexed as `to_tsvector('simple', search_text)` (GIN).
+    search_text: str = Field(default="", sa_column=Column(
+        Text, nullable=False, server_default=""))
     #: The record as imported (ISO 2709), kept so a later overlay or export starts from
     #: what the agency sent; NULL for a brief bib made from an order.
     marc: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
