@@ -298,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     marcimport.add_arguments(mimport, os.environ.get(
         "CATALOGING_URL", f"http://127.0.0.1:{DEFAULT_PORTS['cataloging']}"))
     mimport.set_defaults(func=marcimport.main)
+    mbench = marc_sub.add_parser(
+        "bench", help="search at catalogue scale: 1,000,000 bibs, p50/p99 per kind of query")
+    from devtools.bench import search as search_bench
+    search_bench.add_arguments(mbench)
+    mbench.set_defaults(func=search_bench.main)
 
     acq = sub.add_parser("acquisition", help="the acquisition center")
     acq_sub = acq.add_subparsers(dest="acquisition_command", required=True)
