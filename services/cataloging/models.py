@@ -32,6 +32,7 @@ class Bib(Row, table=True):
     __table_args__ = (
         Index("bib_search", text("to_tsvector('simple'::regconfig, search_text)"),
               postgresql_using="gin"),
+        Index("bib_title", text("lower(title)")),
         Index("bib_classification", "classification",
               postgresql_ops={"classification": "text_pattern_ops"}),
         {"schema": SCHEMA},
