@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,13 +28,22 @@ from typing import Any
 import asyncpg
 import httpx
 
-from devtools.bench.run import cpu_snapshot, on_fresh_infra, raw_kafka, raw_postgres, say
-from devtools.infra import EmbeddedKafka, EmbeddedPostgres, free_port
+from devtools.bench.run import (
+    bench_stack,
+    cpu_snapshot,
+    machine,
+    on_fresh_infra,
+    raw_kafka,
+    raw_postgres,
+    say,
+    write_results,
+)
+from devtools.infra import EmbeddedKafka, EmbeddedPostgres
 from devtools.stack import Stack
 from shared.contracts import SERVICES, TOPICS
 from shared.messaging.kafka import ensure_topics
 from shared.service.auth import issue_token
-from shared.service.settings import PROJECT_ROOT, Settings
+from shared.service.settings import PROJECT_ROOT
 
 NETWORK = PROJECT_ROOT / "services" / "logistics" / "data" / "jiaxing_network.json"
 RESULTS = Path(__file__).parent / "results"
@@ -196,10 +203,7 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
     say("  raw baselines: Kafka and Postgres ...")
     kafka_raw = await raw_kafka(kafka.bootstrap, n=20_000)
     pg_raw = await raw_postgres(dsn, seconds=2.0)
-    settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, database_url=pg.url)
-    stack = Stack(settings, base, {n: free_port() for n in SERVICES}, base / "logs",
-                  extra_env={"LOG_LEVEL": "WARNING", "ROUTE_PLAN_AT": ""})
-    stack.database_url, stack.kafka_bootstrap = pg.url, kafka.bootstrap
+    stack, _ = bench_stack(pg, kafka, base, {"LOG_LEVEL": "WARNING", "ROUTE_PLAN_AT": ""})
     try:
         say("  starting the four services ...")
         for name in SERVICES:
@@ -210,20 +214,14 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
     finally:
         await asyncio.to_thread(stack.stop)
     return {"when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                       f"Python {platform.python_version()}",
+            "machine": machine(),
             "baselines": {"kafka": kafka_raw, "postgres": pg_raw}, "system": system}
 
 
 def main(args: argparse.Namespace) -> int:
     result = on_fresh_infra("Acquisition bench",
                             lambda pg, kafka, base: measure(args, pg, kafka, base))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    table = render(result)
-    (RESULTS / "acquisition.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "acquisition.md").write_text(table)
-    say("")
-    print(table)
+    write_results(RESULTS, "acquisition", result, render(result))
     return 0
 
 

@@ -371,12 +371,9 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
     kafka_raw = await raw_kafka(kafka.bootstrap)
     say("  raw baseline: Postgres single-row commits ...")
     pg_raw = await raw_postgres(dsn)
-    settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, database_url=pg.url)
-    stack = Stack(settings, base, {n: free_port() for n in SERVICES}, base / "logs",
-                  extra_env={"KAFKA_SESSION_TIMEOUT_MS": "2000",
-                             "KAFKA_HEARTBEAT_INTERVAL_MS": "500", "LOG_LEVEL": "WARNING",
-                             "ROUTE_PLAN_AT": ""})
-    stack.database_url, stack.kafka_bootstrap = pg.url, kafka.bootstrap
+    stack, settings = bench_stack(pg, kafka, base, {
+        "KAFKA_SESSION_TIMEOUT_MS": "2000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "LOG_LEVEL": "WARNING", "ROUTE_PLAN_AT": ""})
     try:
         say("  starting the four services ...")
         for name in SERVICES:
@@ -391,12 +388,36 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
         await asyncio.to_thread(stack.stop)
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                   f"Python {platform.python_version()}",
+        "machine": machine(),
         "parameters": {"items": args.items, "rate": args.rate, "seconds": args.seconds},
         "baselines": {"kafka": kafka_raw, "postgres": pg_raw},
         "system": system,
     }
+
+
+def machine() -> str:
+    return (f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}")
+
+
+def bench_stack(pg: EmbeddedPostgres, kafka: EmbeddedKafka, base: Path,
+                extra_env: dict[str, str]) -> tuple[Stack, Settings]:
+    """The services' process supervisor wired to this bench's own Postgres and broker."""
+    settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, database_url=pg.url)
+    stack = Stack(settings, base, {n: free_port() for n in SERVICES}, base / "logs",
+                  extra_env=extra_env)
+    stack.database_url, stack.kafka_bootstrap = pg.url, kafka.bootstrap
+    return stack, settings
+
+
+def write_results(folder: Path, stem: str, result: dict[str, Any], table: str) -> None:
+    """`<stem>.json` and `<stem>.md` in `folder`, then the table on stdout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (folder / f"{stem}.md").write_text(table)
+    say("")
+    say(table)
+    say(f"written: {folder / (stem + '.json')} and {folder / (stem + '.md')}")
 
 
 def on_fresh_infra(
@@ -424,12 +445,5 @@ def on_fresh_infra(
 def main(args: argparse.Namespace) -> int:
     result = on_fresh_infra("Branchline bench",
                             lambda pg, kafka, base: measure(args, pg, kafka, base))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = render(result)
-    (out / "latest.json").write_text(json.dumps(result, indent=2))
-    (out / "latest.md").write_text(table)
-    say("")
-    say(table)
-    say(f"written: {out / 'latest.json'} and {out / 'latest.md'}")
+    write_results(Path(args.out), "latest", result, render(result))
     return 0

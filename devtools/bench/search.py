@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import random
 import statistics
 import time
@@ -27,14 +24,12 @@ from typing import Any
 import asyncpg
 import httpx
 
-from devtools.bench.run import on_fresh_infra, say
-from devtools.infra import EmbeddedKafka, EmbeddedPostgres, free_port
-from devtools.stack import Stack
+from devtools.bench.run import bench_stack, machine, on_fresh_infra, pct, say, write_results
+from devtools.infra import EmbeddedKafka, EmbeddedPostgres
 from services.cataloging import domain
 from shared.contracts import TOPICS
 from shared.messaging.kafka import ensure_topics
 from shared.service.auth import issue_token
-from shared.service.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -103,11 +98,6 @@ async def load(dsn: str, n: int) -> float:
         await conn.close()
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
-
-
 RAW_SQL = """
 WITH candidates AS (
     SELECT bib_id FROM cataloging.bib WHERE lower(title) = $3
@@ -149,10 +139,10 @@ async def measure_queries(url: str, dsn: str, rounds: int) -> dict[str, Any]:
                         await conn.fetch(RAW_SQL, words, term.upper() + "%", term.lower())
                         raw_ms.append((time.perf_counter() - t) * 1000)
             out[kind] = {"requests": len(http_ms), "mean_hits": statistics.mean(hits),
-                         "p50_ms": pct(http_ms, 0.50), "p95_ms": pct(http_ms, 0.95),
-                         "p99_ms": pct(http_ms, 0.99),
-                         "raw_sql_p50_ms": pct(raw_ms, 0.50) if raw_ms else None,
-                         "raw_sql_p99_ms": pct(raw_ms, 0.99) if raw_ms else None}
+                         "p50_ms": pct(http_ms, 50), "p95_ms": pct(http_ms, 95),
+                         "p99_ms": pct(http_ms, 99),
+                         "raw_sql_p50_ms": pct(raw_ms, 50) if raw_ms else None,
+                         "raw_sql_p99_ms": pct(raw_ms, 99) if raw_ms else None}
             say(f"    {kind}: p50 {out[kind]['p50_ms']:.1f} ms, p99 {out[kind]['p99_ms']:.1f} ms")
     await conn.close()
     return out
@@ -162,10 +152,7 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
                   base: Path) -> dict[str, Any]:
     dsn = pg.url.replace("postgresql+asyncpg://", "postgresql://")
     await ensure_topics(kafka.bootstrap, TOPICS, partitions=4)
-    settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, database_url=pg.url)
-    stack = Stack(settings, base, {"cataloging": free_port()}, base / "logs",
-                  extra_env={"LOG_LEVEL": "WARNING"})
-    stack.database_url, stack.kafka_bootstrap = pg.url, kafka.bootstrap
+    stack, _ = bench_stack(pg, kafka, base, {"LOG_LEVEL": "WARNING"})
     try:
         say("  starting cataloging ...")
         stack.start_service("cataloging")
@@ -177,8 +164,7 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
     finally:
         await asyncio.to_thread(stack.stop)
     return {"when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                       f"Python {platform.python_version()}",
+            "machine": machine(),
             "bibs": args.bibs, "load_and_index_s": load_s, "queries": queries}
 
 
@@ -201,12 +187,7 @@ def render(result: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     result = on_fresh_infra("Search bench",
                             lambda pg, kafka, base: measure(args, pg, kafka, base))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    table = render(result)
-    (RESULTS / "search.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "search.md").write_text(table)
-    say("")
-    print(table)
+    write_results(RESULTS, "search", result, render(result))
     return 0
 
 
