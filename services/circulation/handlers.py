@@ -86,11 +86,17 @@ async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) ->
     await uow.repo(Site).load(sites)
     new_copies = [p for _, p in events if isinstance(p, ItemCataloged)]
     ordered = [ln for _, p in events if isinstance(p, OrderOpened) for ln in p.lines]
-    await uow.repo(OrderedLine).load(
-        {ln.line_id for ln in ordered}
-        | {i for _, p in events if isinstance(p, OrderCancelled) for i in p.line_ids})
+    cancelled = {i for _, p in events if isinstance(p, OrderCancelled) for i in p.line_ids}
+    await uow.repo(OrderedLine).load({ln.line_id for ln in ordered} | cancelled)
+    cancelled_isbns = set()
+    for line_id in cancelled:
+        if (line := await uow.repo(OrderedLine).get(line_id)) is not None:
+            cancelled_isbns.add(line.isbn)
+    # Locked: copies on order are counted up by order events and down by new items, which
+    # two replicas may handle at once (different partitions); the lock makes them take turns.
     await uow.repo(Title).load({p.isbn for p in new_copies if p.isbn}
-                               | {i for ln in ordered if (i := isbn13(ln.isbn))})
+                               | {i for ln in ordered if (i := isbn13(ln.isbn))}
+                               | cancelled_isbns, lock=True)
     await _prefetch_waiting_titles(uow, barcodes, new_copies)
 
 
