@@ -61,7 +61,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         if port_in_use(port):
             raise SystemExit(f"port {port} for {name} is in use: stop what holds it, or set "
                              f"{name.upper()}_PORT to another port")
-    stack = Stack(settings, state_dir, ports, state_dir / "logs")
+    stack = Stack(settings, state_dir, ports, state_dir / "logs", extra_env={
+        "CATALOG_AUTO_COMPLETE": "true" if args.auto_catalog else "false"})
     stopping = {"now": False}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                     default=int(os.environ.get("BRANCHLINE_KAFKA_PORT", 9092)))
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health")
     up.add_argument("--no-demo", action="store_true", help="do not load the demo network")
+    up.add_argument("--auto-catalog", action="store_true",
+                    help="complete received copies at once instead of queueing them for "
+                         "a cataloger (simulations)")
     up.set_defaults(func=cmd_up)
 
     tok = sub.add_parser("token", help="print a bearer token for the local signing key")
@@ -303,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     from devtools.bench import search as search_bench
     search_bench.add_arguments(mbench)
     mbench.set_defaults(func=search_bench.main)
+    ibench = marc_sub.add_parser(
+        "import-bench", help="MARC import records/s (MARC 21 and CNMARC, new and matched) and "
+                             "the service's memory, beside raw pymarc and COPY baselines")
+    from devtools.bench import imports as import_bench
+    import_bench.add_arguments(ibench)
+    ibench.set_defaults(func=import_bench.main)
 
     acq = sub.add_parser("acquisition", help="the acquisition center")
     acq_sub = acq.add_subparsers(dest="acquisition_command", required=True)

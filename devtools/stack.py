@@ -141,6 +141,9 @@ class Stack:
             "BRANCHLINE_SIGNING_KEY": self.key,
             "PYTHONUNBUFFERED": "1",
         })
+        # Tests, benches and simulations run without a cataloger at the queue;
+        # `branchline up` turns the queue on (--auto-catalog keeps it off).
+        env.setdefault("CATALOG_AUTO_COMPLETE", "true")
         if self.kafka is not None:  # the embedded broker takes short group timeouts
             env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "2000")
             env.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "500")

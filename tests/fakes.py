@@ -55,6 +55,9 @@ class FakeRepository(Repository[M]):
         self.rows[self._key(row)] = row
         return row
 
+    async def remove(self, row: M) -> None:
+        self.rows.pop(self._key(row), None)
+
 
 class FakeUnitOfWork(UnitOfWork):
     """Rows live in dicts; emitted events are kept in `emitted` for the test to read."""

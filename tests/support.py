@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -61,6 +63,9 @@ def make_settings(infra: Infra, database_url: str, prefix: str, **overrides: Any
         "db_pool_size": 5,
         # Tests plan routes when they mean to, never on the clock.
         "route_plan_at": "",
+        # Received copies go straight on unless a test means to work the queue.
+        "catalog_auto_complete": True,
+        "import_spool_dir": Path(tempfile.gettempdir()) / "branchline-test-imports",
     }
     values.update(overrides)
     return Settings(**values)

@@ -47,7 +47,7 @@ from shared.contracts.acquisition import (
     OrderOpened,
 )
 from shared.contracts.acquisition import ReceivedCopy as ReceivedCopyData
-from shared.contracts.cataloging import ItemCataloged
+from shared.contracts.cataloging import ItemCataloged, ItemWithdrawn
 from shared.contracts.logistics import SiteUpserted
 from shared.errors import Conflict, NotFound
 from shared.messaging.consumer import Handlers
@@ -873,7 +873,7 @@ async def pay_invoice(uow: SqlUnitOfWork, invoice_id: str) -> Invoice:
 async def prefetch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) -> None:
     await uow.repo(Site).load({p.code for _, p in events if isinstance(p, SiteUpserted)})
     await uow.repo(HeldCopy).load({p.barcode for _, p in events
-                                   if isinstance(p, ItemCataloged)})
+                                   if isinstance(p, ItemCataloged | ItemWithdrawn)})
 
 
 @handlers.on(SiteUpserted)
@@ -890,3 +890,11 @@ async def on_item_cataloged(uow: UnitOfWork, env: Envelope, data: ItemCataloged)
     await uow.repo(HeldCopy).put(HeldCopy(barcode=data.barcode,
                                           isbn=domain.normalise_isbn(data.isbn),
                                           owning_branch=data.owning_branch))
+
+
+@handlers.on(ItemWithdrawn)
+async def on_item_withdrawn(uow: UnitOfWork, env: Envelope, data: ItemWithdrawn) -> None:
+    """A withdrawn copy no longer counts as held."""
+    copy = await uow.repo(HeldCopy).get(data.barcode)
+    if copy is not None:
+        await uow.repo(HeldCopy).remove(copy)

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Literal
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
-from pydantic import BaseModel
-from sqlalchemy import ColumnElement, case, func, literal_column, or_, text, union
+from fastapi import APIRouter, Depends, File, Query, UploadFile, status
+from pydantic import BaseModel, Field, StringConstraints
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    any_,
+    case,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    text,
+    union,
+)
 from sqlalchemy import select as sa_select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.cataloging import domain, handlers
-from services.cataloging.marc import MarcFormat, NotMarc, read_marc
-from services.cataloging.models import Bib, Item, Site
-from shared.errors import Conflict, Invalid, NotFound
+from services.cataloging import domain, handlers, imports
+from services.cataloging.marc import MarcFormat
+from services.cataloging.models import Bib, ImportJob, ImportLine, Item, Site
+from shared.contracts import new_id, utcnow
+from shared.errors import Invalid, NotFound
 from shared.service.app import BODY_LIMIT_KEY, ServiceDep, SessionDep
 from shared.service.auth import Principal, current_principal, require
 
@@ -68,24 +84,35 @@ class ItemView(BaseModel):
     site: str
     status: str
     created_at: datetime
+    cataloged_at: datetime | None = None
+    withdrawn_reason: str | None = None
     bib: BibView
+
+
+class BranchFacet(BaseModel):
+    branch: str
+    name: str | None
+    #: Titles among the matches that this branch owns a copy of.
+    titles: int
+
+
+class AvailabilityFacet(BaseModel):
+    #: Titles among the matches with a copy on a shelf now (at `branch` when one is given).
+    available: int
+    unavailable: int
+
+
+class Facets(BaseModel):
+    branches: list[BranchFacet]
+    availability: AvailabilityFacet
 
 
 class SearchResults(BaseModel):
     query: str
+    #: Titles matched (the ranked candidates, at most CANDIDATES plus exact hits).
+    total: int
+    facets: Facets
     results: list[BibWithHoldings]
-
-
-class SkippedRecord(BaseModel):
-    index: int
-    reason: str
-
-
-class ImportReport(BaseModel):
-    imported: int
-    updated: int
-    kept: int = 0
-    skipped: list[SkippedRecord]
 
 
 def _bib_view(bib: Bib) -> BibView:
@@ -143,11 +170,7 @@ async def get_item(
     item = await session.get(Item, barcode)
     if item is None:
         raise NotFound(f"no item with barcode {barcode!r}")
-    bib = await session.get(Bib, item.bib_id)
-    assert bib is not None  # foreign key
-    return ItemView(barcode=item.barcode, copy_id=item.copy_id, call_number=item.call_number,
-                    owning_branch=item.owning_branch, site=item.site, status=item.status,
-                    created_at=item.created_at, bib=_bib_view(bib))
+    return await _item_view(session, item)
 
 
 @router.get("/bibs/{bib_id}", response_model=BibWithHoldings, tags=["bibs"])
@@ -179,15 +202,39 @@ def _like_prefix(term: str) -> str:
     return f"{_escaped(term)}%"
 
 
+def _holds_copy(branch: str | None, available: bool | None) -> ColumnElement[bool]:
+    """The bib has a copy at `branch` (owned there or on its shelf) / on a shelf now."""
+    item = aliased(Item)
+    conditions: list[ColumnElement[bool]] = [col(item.bib_id) == col(Bib.bib_id),
+                                             col(item.withdrawn_at).is_(None)]
+    if available:
+        conditions.append(col(item.status) == "available")
+        if branch is not None:
+            conditions.append(col(item.site) == branch)
+    elif branch is not None:
+        conditions.append(or_(col(item.owning_branch) == branch,
+                              (col(item.site) == branch) & (col(item.status) == "available")))
+    found = exists().where(*conditions)
+    return ~found if available is False else found
+
+
 @router.get("/search", response_model=SearchResults, tags=["bibs"])
 async def search(
     session: SessionDep,
     _: Annotated[Principal, Depends(current_principal)],
     q: Annotated[str, Query(min_length=1, max_length=200,
-                            description="words of the title or author, or an ISBN")],
+                            description="words of the title, author or subjects, an ISBN, "
+                                        "or the start of a class number")],
+    branch: Annotated[str | None, Query(
+        max_length=64, description="only titles this branch owns or has on its shelf")] = None,
+    available: Annotated[bool | None, Query(
+        description="true: only titles with a copy on a shelf now (at `branch` if given); "
+                    "false: only titles without one")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> SearchResults:
-    """One search across the network: titles with every branch's holdings and availability."""
+    """One search across the network: ranked titles with every branch's holdings and
+    availability, and facets (titles per owning branch, available or not) over all the
+    matches."""
     term = q.strip()
     if not term:
         raise Invalid("q must not be blank", field="q", kind="value_error", location="query")
@@ -208,64 +255,392 @@ async def search(
         query = func.to_tsquery(SIMPLE, words)
         loose.append(vector.op("@@")(query))
         rank.append(func.ts_rank(vector, query).desc())
+    filters = [_holds_copy(branch, available)] if branch is not None or available is not None \
+        else []
     # A GIN scan builds the bitmap of every match before LIMIT applies; for a word in a
     # tenth of the catalogue that is most of the time. Postgres' own soft cap makes the
     # index hand back a sample of that size instead (a no-op for rarer words).
     await session.execute(text(f"SET LOCAL gin_fuzzy_search_limit = {GIN_SAMPLE}"))
-    candidates = union(
-        sa_select(col(Bib.bib_id)).where(or_(*exact)),
-        sa_select(col(Bib.bib_id)).where(or_(*loose)).limit(CANDIDATES),
-    ).subquery()
+    # The matches are read once (ids only) and ranked, counted and faceted from that list.
+    matched = list((await session.execute(union(
+        sa_select(col(Bib.bib_id)).where(or_(*exact), *filters),
+        sa_select(col(Bib.bib_id)).where(or_(*loose), *filters).limit(CANDIDATES),
+    ))).scalars())
     exact_first = case((or_(*exact), 0), else_=1)
     bibs = (await session.exec(
-        select(Bib).join(candidates, candidates.c.bib_id == col(Bib.bib_id))
+        select(Bib).where(_one_of(col(Bib.bib_id), matched))
         .order_by(exact_first, *rank, col(Bib.title), col(Bib.bib_id)).limit(limit)
+    )).all() if matched else []
+    return SearchResults(query=term, **await _facets(session, matched, branch),
+                         results=await _with_holdings(session, bibs))
+
+
+def _one_of(column: Any, values: list[str]) -> ColumnElement[bool]:
+    """`column = ANY(array)`: one parameter for a list of any length."""
+    found: ColumnElement[bool] = column == any_(literal(values, ARRAY(String)))
+    return found
+
+
+async def _facets(session: AsyncSession, matched: list[str], branch: str | None,
+                  ) -> dict[str, Any]:
+    """Titles per owning branch and titles with a copy on a shelf, over every match."""
+    total = len(matched)
+    if not matched:
+        return {"total": 0, "facets": Facets(
+            branches=[], availability=AvailabilityFacet(available=0, unavailable=0))}
+    per_branch = (await session.execute(
+        sa_select(col(Item.owning_branch), func.count(func.distinct(col(Item.bib_id))))
+        .where(_one_of(col(Item.bib_id), matched), col(Item.withdrawn_at).is_(None))
+        .group_by(col(Item.owning_branch))
+        .order_by(func.count(func.distinct(col(Item.bib_id))).desc(), col(Item.owning_branch))
     )).all()
-    return SearchResults(query=term, results=await _with_holdings(session, bibs))
+    shelf = [_one_of(col(Item.bib_id), matched), col(Item.status) == "available"]
+    if branch is not None:
+        shelf.append(col(Item.site) == branch)
+    on_shelf = (await session.execute(
+        sa_select(func.count(func.distinct(col(Item.bib_id)))).where(*shelf))).scalar_one()
+    names: dict[str, str] = {}
+    if per_branch:
+        rows = await session.exec(select(Site.code, Site.name).where(
+            col(Site.code).in_([code for code, _ in per_branch])))
+        names = dict(rows.all())
+    return {"total": total, "facets": Facets(
+        branches=[BranchFacet(branch=code, name=names.get(code), titles=n)
+                  for code, n in per_branch],
+        availability=AvailabilityFacet(available=on_shelf, unavailable=total - on_shelf))}
 
 
-#: Records per transaction of an import.
-IMPORT_BATCH = 5_000
+# --- imports ----------------------------------------------------------------------------
 
 
-@router.post("/imports", status_code=status.HTTP_201_CREATED, response_model=ImportReport,
-             tags=["bibs"], openapi_extra={BODY_LIMIT_KEY: MAX_IMPORT_BODY_BYTES})
+class ImportJobView(BaseModel):
+    """An import job and how far it got."""
+
+    job_id: str
+    filename: str
+    status: Literal["queued", "running", "done", "failed"]
+    format: str | None
+    on_match: str
+    bytes_total: int
+    bytes_done: int
+    percent: float
+    records_done: int
+    created: int
+    overlaid: int
+    merged: int
+    kept: int
+    rejected: int
+    items_created: int
+    records_per_s: float | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ImportRecordView(BaseModel):
+    """What became of one record: its position in the file (from 0) and outcome."""
+
+    position: int
+    outcome: Literal["created", "overlaid", "merged", "kept", "rejected"]
+    bib_id: str | None
+    matched_by: Literal["isbn", "title"] | None
+    reason: str | None
+
+
+class ImportRecords(BaseModel):
+    job_id: str
+    records: list[ImportRecordView]
+    #: Pass as `after` for the next page; None at the end.
+    next_after: int | None
+
+
+def _job_view(job: ImportJob) -> ImportJobView:
+    rate = None
+    if job.started_at is not None and job.records_done:
+        end = job.finished_at or utcnow()
+        rate = round(job.records_done / max((end - job.started_at).total_seconds(), 1e-3), 1)
+    return ImportJobView(
+        job_id=job.job_id, filename=job.filename, status=job.status,
+        format=job.marc_format, on_match=job.on_match, bytes_total=job.bytes_total,
+        bytes_done=job.bytes_done,
+        percent=round(100 * job.bytes_done / job.bytes_total, 1) if job.bytes_total else 100.0,
+        records_done=job.records_done, created=job.created, overlaid=job.overlaid,
+        merged=job.merged, kept=job.kept, rejected=job.rejected,
+        items_created=job.items_created, records_per_s=rate, error=job.error,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
+
+
+#: An uploaded MARC file larger than this is refused (413): 2 GiB holds several million
+#: records; the CLI streams bigger files in parts.
+MAX_IMPORT_BYTES = 2 * 1024 ** 3
+#: The upload route's own body limit (instead of HTTP_MAX_BODY_BYTES): the file plus room
+#: for the multipart framing; the body-limit middleware reads it from the route.
+MAX_IMPORT_BODY_BYTES = MAX_IMPORT_BYTES + 64 * 1024
+_COPY_CHUNK = 1024 * 1024
+
+
+def _spool(upload: BinaryIO, target: Path) -> int:
+    """Copy the upload to the spool file; its size. Refuses what cannot be MARC."""
+    head = upload.read(_COPY_CHUNK)
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not start:
+        raise Invalid("not a MARC file: it is empty", field="file", kind="not_marc")
+    if not (start[:5].isdigit() or start[:1] == b"<"):
+        raise Invalid("not a MARC file: neither ISO 2709 (it would start with a 5-digit "
+                      f"record length) nor MARCXML (got {start[:16]!r})", field="file",
+                      kind="not_marc")
+    size = 0
+    with target.open("wb") as out:
+        while head:
+            out.write(head)
+            size += len(head)
+            head = upload.read(_COPY_CHUNK)
+    return size
+
+
+@router.post("/imports", status_code=status.HTTP_202_ACCEPTED, response_model=ImportJobView,
+             tags=["imports"], openapi_extra={BODY_LIMIT_KEY: MAX_IMPORT_BODY_BYTES})
 async def import_marc(
     service: ServiceDep,
     _: Annotated[Principal, require("cataloger")],
-    file: Annotated[UploadFile, File(description="MARC 21 or UNIMARC/CNMARC records, "
-                                                 "binary ISO 2709")],
+    file: Annotated[UploadFile, File(description="MARC records: ISO 2709 or MARCXML, "
+                                                 "MARC 21 or UNIMARC/CNMARC")],
     marc_format: Annotated[MarcFormat | None, Query(
         alias="format", description="`marc21` or `unimarc` (CNMARC); default: seen from "
                                     "the first record")] = None,
-    on_match: Annotated[Literal["overlay", "keep"], Query(
-        description="a record whose ISBN matches a bib: replace the bib's fields "
-                    "(`overlay`) or leave the bib as it is (`keep`)")] = "overlay",
-) -> ImportReport:
-    """Create or update bibs by ISBN from a MARC file; unreadable records are listed.
-
-    Records are committed in batches of IMPORT_BATCH, so a file of any size holds no
-    long transaction; a batch that fails is answered with how many records went in."""
-    data = await file.read(MAX_IMPORT_BYTES + 1)
-    if len(data) > MAX_IMPORT_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                            f"file: larger than {MAX_IMPORT_BYTES} bytes; split it")
+    on_match: Annotated[domain.OnMatch, Query(
+        description="a record matching a bib (by ISBN, else title + author + year): "
+                    "replace the bib's description (`overlay`), leave the bib as it is "
+                    "(`keep`) or fill in only what the bib lacks (`merge`). A brief bib "
+                    "made from an order is always overlaid by a full record")] = "overlay",
+) -> ImportJobView:
+    """Start an import job for a MARC file; answered at once. Follow it at
+    `GET /imports/{job_id}` and read its per-record report at `/imports/{job_id}/records`."""
+    job_id = new_id()
+    target = imports.spool_dir(service) / f"{job_id}.marc"
     try:
-        records = read_marc(data, marc_format)
-    except NotMarc as exc:
-        raise Invalid(str(exc), field="file", kind="not_marc") from exc
-    result = handlers.ImportResult()
-    for start in range(0, len(records), IMPORT_BATCH):
-        try:
-            async with service.uow() as uow:
-                result.add(await handlers.import_bibs(
-                    uow, records[start:start + IMPORT_BATCH], overlay=on_match == "overlay",
-                    first_index=start))
-        except IntegrityError as exc:  # another import or receipt created the bib first
-            raise Conflict(
-                f"a bib for one of records {start}..{start + IMPORT_BATCH - 1} was created at "
-                f"the same moment; the {start} records before them are in. Send the file "
-                "again: what is already in is matched, not doubled") from exc
-    return ImportReport(imported=result.imported, updated=result.updated, kept=result.kept,
-                        skipped=[SkippedRecord(index=s.index, reason=s.reason)
-                                 for s in result.skipped])
+        size = await asyncio.to_thread(_spool, file.file, target)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    job = ImportJob(job_id=job_id, filename=file.filename or "upload", marc_format=marc_format,
+                    on_match=on_match, spool_path=str(target), bytes_total=size,
+                    created_at=utcnow())
+    async with service.uow() as uow:
+        uow.repo(ImportJob).add(job)
+    service.spawn(imports.run(service, job_id), name=f"import-{job_id}")
+    return _job_view(job)
+
+
+@router.get("/imports", response_model=list[ImportJobView], tags=["imports"])
+async def list_imports(
+    session: SessionDep,
+    _: Annotated[Principal, require("cataloger")],
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[ImportJobView]:
+    """The latest import jobs, newest first."""
+    jobs = (await session.exec(select(ImportJob).order_by(col(ImportJob.created_at).desc())
+                               .limit(limit))).all()
+    return [_job_view(j) for j in jobs]
+
+
+@router.get("/imports/{job_id}", response_model=ImportJobView, tags=["imports"])
+async def get_import(
+    job_id: str,
+    session: SessionDep,
+    _: Annotated[Principal, require("cataloger")],
+) -> ImportJobView:
+    job = await session.get(ImportJob, job_id)
+    if job is None:
+        raise NotFound(f"no import job {job_id!r}")
+    return _job_view(job)
+
+
+@router.get("/imports/{job_id}/records", response_model=ImportRecords, tags=["imports"])
+async def import_records(
+    job_id: str,
+    session: SessionDep,
+    _: Annotated[Principal, require("cataloger")],
+    outcome: Annotated[Literal["created", "overlaid", "merged", "kept", "rejected"] | None,
+                       Query(description="only records with this outcome")] = None,
+    after: Annotated[int, Query(ge=-1, description="position to start after")] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ImportRecords:
+    """The per-record report, in file order, a page at a time."""
+    if await session.get(ImportJob, job_id) is None:
+        raise NotFound(f"no import job {job_id!r}")
+    query = select(ImportLine).where(col(ImportLine.job_id) == job_id,
+                                     col(ImportLine.position) > after)
+    if outcome is not None:
+        query = query.where(col(ImportLine.outcome) == outcome)
+    lines = (await session.exec(query.order_by(col(ImportLine.position)).limit(limit))).all()
+    return ImportRecords(
+        job_id=job_id,
+        records=[ImportRecordView.model_validate(r, from_attributes=True) for r in lines],
+        next_after=lines[-1].position if len(lines) == limit else None)
+
+
+# --- the cataloging queue --------------------------------------------------------------------
+
+
+class QueueItem(BaseModel):
+    barcode: str
+    bib_id: str
+    isbn13: str | None
+    title: str
+    author: str | None
+    call_number: str
+    owning_branch: str
+    created_at: datetime
+    label_printed: bool
+    lacks: list[domain.Lack]
+
+
+class Queue(BaseModel):
+    total: int
+    items: list[QueueItem]
+
+
+class Barcodes(BaseModel):
+    barcodes: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
+                        Field(min_length=1, max_length=1000)]
+
+
+class Refused(BaseModel):
+    barcode: str
+    reason: str
+
+
+class Label(BaseModel):
+    barcode: str
+    call_number: str
+    title: str
+    owning_branch: str
+
+
+class LabelsPrinted(BaseModel):
+    labels: list[Label]
+    refused: list[Refused]
+
+
+class Completed(BaseModel):
+    completed: list[str]
+    refused: list[Refused]
+
+
+class CallNumber(BaseModel):
+    call_number: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                  max_length=100)]
+
+
+class Withdrawal(BaseModel):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                             max_length=500)]
+
+
+@router.get("/queue", response_model=Queue, tags=["queue"])
+async def cataloging_queue(
+    session: SessionDep,
+    _: Annotated[Principal, require("cataloger")],
+    branch: Annotated[str | None, Query(description="only copies this branch owns")] = None,
+    lacks: Annotated[domain.Lack | None, Query(description="only items lacking this")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Queue:
+    """Items in processing, oldest first, each with what it still lacks."""
+    query = (select(Item, Bib).join(Bib, col(Bib.bib_id) == col(Item.bib_id))
+             .where(col(Item.cataloged_at).is_(None), col(Item.withdrawn_at).is_(None)))
+    if branch is not None:
+        query = query.where(col(Item.owning_branch) == branch)
+    if lacks == "full_record":
+        query = query.where(col(Bib.marc).is_(None))
+    elif lacks == "call_number":
+        query = query.where(col(Item.call_number).startswith(f"{domain.PROVISIONAL_CLASS}/"),
+                            col(Bib.call_number).is_(None), col(Bib.classification).is_(None))
+    elif lacks == "label":
+        query = query.where(col(Item.label_printed_at).is_(None))
+    total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
+    rows = (await session.exec(query.order_by(col(Item.created_at), col(Item.barcode))
+                               .offset(offset).limit(limit))).all()
+    return Queue(total=total, items=[
+        QueueItem(barcode=item.barcode, bib_id=bib.bib_id, isbn13=bib.isbn13, title=bib.title,
+                  author=bib.author, call_number=item.call_number,
+                  owning_branch=item.owning_branch, created_at=item.created_at,
+                  label_printed=item.label_printed_at is not None,
+                  lacks=domain.lacks(
+                      full_record=bib.marc is not None,
+                      call_number=(item.call_number if bib.classification is None
+                                   and bib.call_number is None else "classified"),
+                      label_printed=item.label_printed_at is not None))
+        for item, bib in rows])
+
+
+@router.post("/queue/labels", response_model=LabelsPrinted, tags=["queue"])
+async def print_labels(
+    body: Barcodes,
+    service: ServiceDep,
+    _: Annotated[Principal, require("cataloger")],
+) -> LabelsPrinted:
+    """Spine labels for these items (their call numbers given now where the title is
+    classified); items without a call number are refused, each with why."""
+    async with service.uow() as uow:
+        printed, refused = await handlers.print_labels(uow, list(dict.fromkeys(body.barcodes)))
+        titles = {b.bib_id: b.title for item in printed
+                  if (b := await uow.repo(Bib).get(item.bib_id)) is not None}
+        labels = [Label(barcode=i.barcode, call_number=i.call_number, title=titles[i.bib_id],
+                        owning_branch=i.owning_branch) for i in printed]
+    return LabelsPrinted(labels=labels,
+                         refused=[Refused(barcode=r.barcode, reason=r.reason) for r in refused])
+
+
+@router.post("/queue/complete", response_model=Completed, tags=["queue"])
+async def complete(
+    body: Barcodes,
+    service: ServiceDep,
+    _: Annotated[Principal, require("cataloger")],
+) -> Completed:
+    """Send shelf-ready items on (`cataloging.item_cataloged` each); the others stay in
+    the queue and are listed with what they lack."""
+    async with service.uow() as uow:
+        done, refused = await handlers.complete_items(uow, list(dict.fromkeys(body.barcodes)))
+    return Completed(completed=[i.barcode for i in done],
+                     refused=[Refused(barcode=r.barcode, reason=r.reason) for r in refused])
+
+
+async def _item_view(session: AsyncSession, item: Item) -> ItemView:
+    bib = await session.get(Bib, item.bib_id)
+    assert bib is not None  # foreign key
+    return ItemView(barcode=item.barcode, copy_id=item.copy_id, call_number=item.call_number,
+                    owning_branch=item.owning_branch, site=item.site, status=item.status,
+                    created_at=item.created_at, cataloged_at=item.cataloged_at,
+                    withdrawn_reason=item.withdrawn_reason, bib=_bib_view(bib))
+
+
+@router.patch("/items/{barcode}", response_model=ItemView, tags=["items"])
+async def set_call_number(
+    barcode: str,
+    body: CallNumber,
+    service: ServiceDep,
+    _: Annotated[Principal, require("cataloger")],
+) -> ItemView:
+    """Give one item the call number a cataloger chose."""
+    async with service.uow() as uow:
+        item = await handlers.set_call_number(uow, barcode, body.call_number)
+        view = await _item_view(uow.session, item)
+    return view
+
+
+@router.post("/items/{barcode}/withdraw", response_model=ItemView, tags=["items"])
+async def withdraw(
+    barcode: str,
+    body: Withdrawal,
+    service: ServiceDep,
+    _: Annotated[Principal, require("cataloger")],
+) -> ItemView:
+    """Withdraw a copy from the collection (`cataloging.item_withdrawn`); 409 while it is
+    on loan, in transit or on a hold shelf."""
+    async with service.uow() as uow:
+        item = await handlers.withdraw_item(uow, barcode, body.reason)
+        view = await _item_view(uow.session, item)
+    return view

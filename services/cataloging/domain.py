@@ -7,7 +7,9 @@ and a call number, attached to one bib record per title (one per normalised ISBN
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
+from typing import Literal
 
 import isbnlib
 
@@ -28,6 +30,16 @@ class Isbn:
 
 
 @dataclass(frozen=True)
+class Holding:
+    """A copy a library already holds, as a legacy record lists it (MARC 21 852/952, CNMARC
+    905): its branch's code, and its barcode and call number when the record gives them."""
+
+    branch: str
+    barcode: str | None = None
+    call_number: str | None = None
+
+
+@dataclass(frozen=True)
 class BibData:
     """What a receipt or a MARC record says about a title (its ISBN as given)."""
 
@@ -41,6 +53,7 @@ class BibData:
     classification_scheme: str | None = None
     subjects: tuple[str, ...] = ()
     marc: bytes | None = None  # the record as received, when it came as MARC
+    holdings: tuple[Holding, ...] = ()  # copies the record says a library holds
 
 
 # A MARC 020$a or a vendor's field often carries a qualifier after the number:
@@ -74,6 +87,97 @@ def normalize_isbn(raw: str | None) -> Isbn | None:
     if not any(ch.isdigit() for ch in kept):
         return None
     return Isbn(kept, False)
+
+
+# --- matching an incoming record to a bib --------------------------------------------------
+
+#: What an import does with a record that matches a bib (Evergreen's Vandelay offers the
+#: same three): replace the bib's description, leave it, or fill only what it lacks.
+OnMatch = Literal["overlay", "keep", "merge"]
+
+# A statement of responsibility's role words after a Chinese name: "钱锺书著", "王力主编".
+_ROLE = re.compile(r"(等|原|主|总|改|合|编|译|著|绘|撰|编著|主编|编译|译注|校注|整理|选编|文|图)+$")
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def _folded(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def match_key(title: str | None, author: str | None, year: int | None) -> str | None:
+    """The second match point after the ISBN: normalised title + author + year.
+
+    Case, width (全角/半角), punctuation and spacing are ignored; a Latin name's parts are
+    sorted so "Qian, Zhongshu" meets "Zhongshu Qian", and a Chinese name loses the role
+    word a CNMARC 200$f adds ("钱锺书著" → "钱锺书"). A title without author or year meets
+    only bibs that have neither either ("诗经||"), so a file sent twice is still matched.
+    """
+    if not title:
+        return None
+    words = _NOT_WORD.sub("", _folded(title))
+    if not words:
+        return None
+    name = ""
+    if author:
+        parts = [w for w in _NOT_WORD.split(_folded(author)) if w]
+        parts = [_ROLE.sub("", w) if _IS_CJK.match(w) else w for w in parts]
+        name = " ".join(sorted(w for w in parts if w))
+    return f"{words}|{name}|{year if year is not None else ''}"
+
+
+@dataclass(frozen=True)
+class Description:
+    """A bib's descriptive fields: what an overlay replaces and a merge fills in."""
+
+    title: str
+    author: str | None = None
+    publisher: str | None = None
+    year: int | None = None
+    language: str | None = None
+    classification: str | None = None
+    classification_scheme: str | None = None
+    subjects: tuple[str, ...] = ()
+    marc: bytes | None = None
+
+    @classmethod
+    def of(cls, data: BibData) -> Description:
+        return cls(title=data.title, author=data.author, publisher=data.publisher,
+                   year=data.year, language=data.language,
+                   classification=data.classification,
+                   classification_scheme=data.classification_scheme,
+                   subjects=data.subjects, marc=data.marc)
+
+
+Outcome = Literal["created", "overlaid", "merged", "kept"]
+
+
+def apply_match(bib: Description, record: Description, on_match: OnMatch,
+                ) -> tuple[Outcome, Description]:
+    """What a matched bib becomes: the outcome, and its description afterwards.
+
+    A brief bib (made from an order: no MARC record) is always overlaid by a full record,
+    whatever `on_match` says: a full record arriving is what the brief one waited for.
+    `merge` keeps every field the bib has and takes the others from the record; subject
+    headings are the union; the class number and its scheme go together.
+    """
+    if (bib.marc is None and record.marc is not None) or on_match == "overlay":
+        return "overlaid", record
+    if on_match == "keep":
+        return "kept", bib
+    has_class = bib.classification is not None
+    merged = Description(
+        title=bib.title,
+        author=bib.author or record.author,
+        publisher=bib.publisher or record.publisher,
+        year=bib.year if bib.year is not None else record.year,
+        language=bib.language or record.language,
+        classification=bib.classification if has_class else record.classification,
+        classification_scheme=(bib.classification_scheme if has_class
+                               else record.classification_scheme),
+        subjects=tuple(dict.fromkeys((*bib.subjects, *record.subjects))),
+        marc=bib.marc if bib.marc is not None else record.marc,
+    )
+    return ("kept" if merged == bib else "merged"), merged
 
 
 # --- barcodes -----------------------------------------------------------------------------
@@ -142,6 +246,104 @@ def _initial(text: str | None) -> str:
     return ""
 
 
+def is_provisional(call_number: str) -> bool:
+    """Whether a call number is still the provisional "TBC/…" mark: such a copy waits for
+    its title to be classified before it gets a spine label."""
+    return call_number.startswith(f"{PROVISIONAL_CLASS}/")
+
+
+def shelf_mark(*, classification: str | None, scheme: str | None, author: str | None,
+               title: str, year: int | None, serial: int | None = None) -> str:
+    """The call number (索书号) of a title: its class number, then what orders it in the class.
+
+    - `clc` (中图法) with a `serial`: "I247.5/12", the 种次号 of Chinese public libraries,
+      which number a class's titles in the order the library first catalogues them: short
+      on the spine label, and the library hands the serial out (ClassSerial), not a table.
+    - `ddc`, `lcc`: "823.914 C37 1984": class, the main entry's LC Cutter (see `cutter`),
+      and the year when known, as Western libraries shelve.
+    - otherwise (CLC before a serial is taken, an unknown scheme) "I247.5/Q1947", and with
+      no class number at all the provisional "TBC/Q1947" of `call_number`: a copy never
+      waits at the desk for its classification.
+    """
+    class_number = (classification or "").strip()
+    if not class_number:
+        return call_number(author=author, title=title, year=year)
+    kind = (scheme or "").strip().lower()
+    if kind == "clc" and serial is not None:
+        if serial < 1:
+            raise ValueError(f"a 种次号 starts at 1, got {serial}")
+        return f"{class_number}/{serial}"
+    if kind in ("ddc", "lcc"):
+        entry = author if author and author.strip() else title
+        mark = f"{class_number} {cutter(entry)}"
+        return f"{mark} {year}" if year else mark
+    return call_number(author=author, title=title, year=year, classification=class_number)
+
+
+# The Library of Congress Cutter table: Classification and Shelflisting Manual, instruction
+# sheet G 63. Each row gives the digit for the letter(s) after the initial; a letter the row
+# skips files after the entry before it and takes that entry's digit ("l-m" → 4).
+_AFTER_VOWEL = (("b", 2), ("d", 3), ("l", 4), ("n", 5), ("p", 6), ("r", 7), ("s", 8), ("u", 9))
+_AFTER_S = (("a", 2), ("ch", 3), ("e", 4), ("h", 5), ("m", 6), ("t", 7), ("u", 8), ("w", 9))
+_AFTER_QU = (("a", 3), ("e", 4), ("i", 5), ("o", 6), ("r", 7), ("t", 8), ("y", 9))
+_AFTER_CONSONANT = (("a", 3), ("e", 4), ("i", 5), ("o", 6), ("r", 7), ("u", 8), ("y", 9))
+_EXPANSION = (("a", 3), ("e", 4), ("i", 5), ("m", 6), ("p", 7), ("t", 8), ("w", 9))
+
+# A title's leading English article ("The Hobbit" files under Hobbit), but not a name that
+# merely starts like one ("An, Min", "A. A. Milne").
+_LEADING_ARTICLE = re.compile(r"^\W*(?:the|an?)\s+(?=\w)", re.IGNORECASE)
+_NAME_WORD = re.compile(r"\w+(?:['\u2019-]\w+)*")  # O'Brien (or a typographic '), Saint-Exupéry
+_IN_WORD_PUNCTUATION = re.compile(r"['\u2019-]")
+
+
+def cutter(name: str) -> str:
+    """The LC Cutter number of a main entry, e.g. "Carter" → "C37", "The Hobbit" → "H63".
+
+    Uses the Library of Congress Cutter table (CSM G 63: initial vowels, initial S,
+    initial Qu, other initial consonants, then the expansion table) on the entry's first
+    word: a surname ("Qian, Zhongshu" → Q25) or a title's first word after "The", "A",
+    "An". Two digits (one for a word too short): the first from the second letter, the
+    second from the expansion table on the next letter. A cataloger may still adjust it
+    against the shelflist, as G 63's own examples do. Accents are stripped ("Čapek" →
+    C37); a name not in Latin letters (钱锺书, 1984) has no Cutter and gets its first
+    character upper-cased.
+    """
+    folded = "".join(c for c in unicodedata.normalize("NFKD", name)
+                     if not unicodedata.combining(c))
+    match = _NAME_WORD.search(_LEADING_ARTICLE.sub("", folded, count=1))
+    word = _IN_WORD_PUNCTUATION.sub("", match.group()).lower() if match else ""
+    if not (word.isascii() and word.isalpha()):
+        return _initial(folded) or "X"
+    initial, rest = word[0], word[1:]
+    if initial == "q" and rest.startswith("u"):
+        first, after = _cutter_digit(_AFTER_QU, rest[1:]), rest[2:]
+    elif initial == "q":
+        # Qa-Qt take 2-29 (the second letter spreads them over the expansion digits);
+        # Qv-Qz file after Quy.
+        first, after = (2 if rest < "u" else 9), rest
+    elif initial == "s":
+        first, after = _cutter_digit(_AFTER_S, rest), rest[2 if rest.startswith("ch") else 1:]
+    elif initial in "aeiou":
+        first, after = _cutter_digit(_AFTER_VOWEL, rest), rest[1:]
+    else:
+        first, after = _cutter_digit(_AFTER_CONSONANT, rest), rest[1:]
+    mark = f"{initial.upper()}{first}"
+    return f"{mark}{_cutter_digit(_EXPANSION, after)}" if after else mark
+
+
+def _cutter_digit(row: tuple[tuple[str, int], ...], letters: str) -> int:
+    """The digit a row of the Cutter table gives `letters` (the rest of the word).
+
+    Rows are in alphabetical order: the last entry at or before the letters wins, and a
+    word that ends here (or sorts before the row's first entry) takes the first digit.
+    """
+    digit = row[0][1]
+    for key, value in row:
+        if letters >= key:
+            digit = value
+    return digit
+
+
 # --- MARC field clean-up --------------------------------------------------------------------
 
 _ISBD_TRAILER = re.compile(r"[\s/:;,=]+$")
@@ -168,6 +370,26 @@ def year_of(value: str | None) -> int | None:
         return None
     match = _YEAR.search(value)
     return int(match.group(1)) if match else None
+
+
+# --- the cataloging queue ---------------------------------------------------------------
+
+Lack = Literal["full_record", "call_number", "label"]
+#: What keeps an item in the queue. A brief record does not: many small presses' books
+#: never get a national record, and the book is shelf-ready without one.
+BLOCKING: frozenset[Lack] = frozenset({"call_number", "label"})
+
+
+def lacks(*, full_record: bool, call_number: str, label_printed: bool) -> list[Lack]:
+    """What an item in processing still lacks, in the order a cataloger sees to it."""
+    out: list[Lack] = []
+    if not full_record:
+        out.append("full_record")
+    if is_provisional(call_number):
+        out.append("call_number")
+    if not label_printed:
+        out.append("label")
+    return out
 
 
 # --- search tokens ----------------------------------------------------------------------------

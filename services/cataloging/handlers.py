@@ -9,22 +9,34 @@ are found the same way: two receipts of one new title in a batch share one bib.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import String, any_, literal, or_, text
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.cataloging import domain
-from services.cataloging.models import BARCODE_SEQUENCE, Bib, Item, Site
+from services.cataloging.models import (
+    BARCODE_SEQUENCE,
+    SCHEMA,
+    Bib,
+    ClassSerial,
+    ImportLine,
+    Item,
+    Site,
+)
 from shared.contracts import Envelope, Event, new_id, utcnow
 from shared.contracts.acquisition import CopiesReceived
-from shared.contracts.cataloging import BibUpserted, ItemCataloged
+from shared.contracts.cataloging import BibUpserted, ItemCataloged, ItemWithdrawn
 from shared.contracts.circulation import ItemStatusChanged
 from shared.contracts.logistics import SiteUpserted
+from shared.errors import Conflict, NotFound
 from shared.messaging.consumer import Handlers
 from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
 
@@ -92,6 +104,8 @@ async def load_batch(uow: UnitOfWork, events: Sequence[tuple[Envelope, Event]]) 
     if receipts:
         await uow.repo(Bib).find("isbn13", {n.value for p in receipts
                                             if (n := domain.normalize_isbn(p.isbn))})
+        await uow.repo(Bib).find("match_key", {k for p in receipts if (
+            k := domain.match_key(p.title, p.author, p.year))})
         copy_ids = {c.copy_id for p in receipts for c in p.copies}
         catalogued = await uow.repo(Item).find("copy_id", copy_ids)
         new_copies = len(copy_ids - catalogued.keys())
@@ -113,43 +127,104 @@ def _announce_bib(uow: UnitOfWork, bib: Bib, cause: Envelope | None) -> None:
     )
 
 
-def _search_text(data: domain.BibData) -> str:
-    return " ".join(domain.search_tokens(data.title, data.author, *data.subjects))
+def search_text(d: domain.Description | domain.BibData) -> str:
+    return " ".join(domain.search_tokens(d.title, d.author, *d.subjects))
 
 
-async def upsert_bib(uow: UnitOfWork, data: domain.BibData, *, overwrite: bool,
-                     cause: Envelope | None = None) -> tuple[Bib, bool]:
-    """The bib for this ISBN, created if new; `overwrite` replaces its descriptive fields.
+def _describe(bib: Bib) -> domain.Description:
+    return domain.Description(
+        title=bib.title, author=bib.author, publisher=bib.publisher, year=bib.year,
+        language=bib.language, classification=bib.classification,
+        classification_scheme=bib.classification_scheme, subjects=tuple(bib.subjects),
+        marc=bib.marc)
 
-    Returns the bib and whether it was created. `cataloging.bib_upserted` is emitted when
-    the bib is created or overwritten.
+
+def _set_description(bib: Bib, d: domain.Description) -> None:
+    bib.title, bib.author, bib.publisher, bib.year = d.title, d.author, d.publisher, d.year
+    bib.language, bib.subjects = d.language, list(d.subjects)
+    bib.classification, bib.classification_scheme = d.classification, d.classification_scheme
+    bib.marc = d.marc
+    bib.search_text = search_text(d)
+    bib.match_key = domain.match_key(d.title, d.author, d.year)
+
+
+async def find_bib(uow: UnitOfWork, isbn: domain.Isbn | None,
+                   key: str | None) -> tuple[Bib | None, str | None]:
+    """The bib a title matches, and by what: its ISBN, else its title + author + year.
+
+    A title match is taken only where one side has no ISBN: two different ISBNs under one
+    title are two editions, each its own bib.
     """
     bibs = uow.repo(Bib)
+    if isbn is not None:
+        found = await bibs.get_by("isbn13", isbn.value)
+        if found is not None:
+            return found, "isbn"
+    if key is not None:
+        found = await bibs.get_by("match_key", key)
+        if found is not None and (isbn is None or found.isbn13 is None):
+            return found, "title"
+    return None, None
+
+
+async def upsert_bib(uow: UnitOfWork, data: domain.BibData, *,
+                     on_match: domain.OnMatch | None = None,
+                     cause: Envelope | None = None) -> tuple[Bib, domain.Outcome, str | None]:
+    """The bib this title matches (domain.apply_match on it), or a new one.
+
+    `on_match` None: a receipt's brief data, which never changes a bib it matches.
+    Returns the bib, what happened, and the match point. `cataloging.bib_upserted` is
+    emitted when the bib is created or changed.
+    """
     isbn = domain.normalize_isbn(data.isbn)
-    bib = await bibs.get_by("isbn13", isbn.value) if isbn is not None else None
+    key = domain.match_key(data.title, data.author, data.year)
+    bib, matched_by = await find_bib(uow, isbn, key)
     now = utcnow()
-    created = bib is None
     if bib is None:
         bib = Bib(bib_id=new_id(), isbn13=isbn.value if isbn else None,
-                  isbn_valid=isbn.valid if isbn else False, title=data.title,
-                  author=data.author, publisher=data.publisher, year=data.year,
-                  language=data.language, classification=data.classification,
-                  classification_scheme=data.classification_scheme,
-                  subjects=list(data.subjects), marc=data.marc, created_at=now,
-                  search_text=_search_text(data))
-        bibs.add(bib)
-    elif overwrite:  # a full record replaces a brief one (or an older import) whole
-        bib.title, bib.author = data.title, data.author
-        bib.publisher, bib.year = data.publisher, data.year
-        bib.language, bib.subjects = data.language, list(data.subjects)
-        bib.classification = data.classification
-        bib.classification_scheme = data.classification_scheme
-        bib.marc = data.marc
-        bib.search_text = _search_text(data)
-        bib.updated_at = now
-    if created or overwrite:
+                  isbn_valid=isbn.valid if isbn else False, title=data.title, created_at=now)
+        _set_description(bib, domain.Description.of(data))
+        uow.repo(Bib).add(bib)
         _announce_bib(uow, bib, cause)
-    return bib, created
+        return bib, "created", None
+    if on_match is None:
+        return bib, "kept", matched_by
+    outcome, described = domain.apply_match(_describe(bib), domain.Description.of(data),
+                                            on_match)
+    if bib.isbn13 is None and isbn is not None:  # a title match brings the ISBN it lacked
+        bib.isbn13, bib.isbn_valid = isbn.value, isbn.valid
+        outcome = "merged" if outcome == "kept" else outcome
+    if outcome != "kept":
+        _set_description(bib, described)
+        bib.updated_at = now
+        _announce_bib(uow, bib, cause)
+    return bib, outcome, matched_by
+
+
+# --- call numbers ---------------------------------------------------------------------------
+
+
+async def shelf_mark_of(uow: UnitOfWork, bib: Bib) -> str:
+    """The call number a copy of this title gets: the title's own once it has one, else one
+    made from its classification (a new 种次号 for CLC), else a provisional one."""
+    if bib.call_number:
+        return bib.call_number
+    serial = None
+    if bib.classification and bib.classification_scheme == "clc":
+        serials = uow.repo(ClassSerial)
+        await serials.load([bib.classification], lock=True)  # two replicas take turns
+        row = await serials.get(bib.classification)
+        if row is None:
+            row = ClassSerial(class_number=bib.classification, last=0)
+            serials.add(row)
+        row.last += 1
+        serial = row.last
+    mark = domain.shelf_mark(classification=bib.classification,
+                             scheme=bib.classification_scheme, author=bib.author,
+                             title=bib.title, year=bib.year, serial=serial)
+    if not domain.is_provisional(mark):
+        bib.call_number = mark
+    return mark
 
 
 # --- received copies ------------------------------------------------------------------------
@@ -163,15 +238,18 @@ async def on_copies_received(uow: SqlUnitOfWork, env: Envelope, data: CopiesRece
 
 async def receive_copies(uow: UnitOfWork, env: Envelope, data: CopiesReceived,
                          serials: Serials) -> None:
-    """Catalogue each received copy once: one bib per title, one barcoded item per copy.
+    """Make one barcoded item per received copy, attached to its title's bib.
 
-    A copy id already catalogued (a receipt sent again under a new event id) is skipped;
-    the unique constraint on `copy_id` backs this check across processes. New items wait
-    at the processing center this deployment serves (`settings.processing_site`).
+    The bib is the one the ISBN (else title + author + year) matches, or a brief one made
+    from the order's data. A copy id already catalogued (a receipt sent again under a new
+    event id) is skipped; the unique constraint on `copy_id` backs this across processes.
+    New items wait in the cataloging queue at the processing center
+    (`settings.processing_site`), or are completed at once with
+    `settings.catalog_auto_complete`.
     """
     title = domain.BibData(isbn=data.isbn, title=data.title, author=data.author,
                            publisher=data.publisher, year=data.year)
-    bib, _ = await upsert_bib(uow, title, overwrite=False, cause=env)
+    bib, _, _ = await upsert_bib(uow, title, cause=env)
     items = uow.repo(Item)
     catalogued = await items.find("copy_id", [c.copy_id for c in data.copies])
     new_copies, seen = [], set()
@@ -186,21 +264,137 @@ async def receive_copies(uow: UnitOfWork, env: Envelope, data: CopiesReceived,
     if not new_copies:
         return
     processing_site = uow.settings.processing_site
-    shelf_mark = domain.call_number(author=bib.author, title=bib.title, year=bib.year,
-                                    classification=bib.classification)
+    shelf_mark = await shelf_mark_of(uow, bib)
     now = utcnow()
     taken = await serials.take(len(new_copies))
+    auto = uow.settings.catalog_auto_complete
     for copy, serial in zip(new_copies, taken, strict=True):
-        barcode = domain.format_barcode(serial)
-        items.add(Item(barcode=barcode, bib_id=bib.bib_id, copy_id=copy.copy_id,
-                       call_number=shelf_mark, owning_branch=copy.owning_branch,
-                       site=processing_site, status="in_processing", created_at=now))
-        uow.emit(
-            ItemCataloged(barcode=barcode, bib_id=bib.bib_id, isbn=bib.isbn13, title=bib.title,
-                          call_number=shelf_mark, owning_branch=copy.owning_branch,
-                          copy_id=copy.copy_id, site=processing_site),
-            subject=barcode, cause=env,
-        )
+        item = Item(barcode=domain.format_barcode(serial), bib_id=bib.bib_id,
+                    copy_id=copy.copy_id, call_number=shelf_mark,
+                    owning_branch=copy.owning_branch, site=processing_site,
+                    status="in_processing", created_at=now)
+        items.add(item)
+        if auto:
+            _complete(uow, item, bib, env)
+
+
+# --- the cataloging queue ---------------------------------------------------------------------
+
+
+def _complete(uow: UnitOfWork, item: Item, bib: Bib, cause: Envelope | None) -> None:
+    item.cataloged_at = utcnow()
+    uow.emit(
+        ItemCataloged(barcode=item.barcode, bib_id=bib.bib_id, isbn=bib.isbn13,
+                      title=bib.title, call_number=item.call_number,
+                      owning_branch=item.owning_branch, copy_id=item.copy_id,
+                      site=item.site),
+        subject=item.barcode, cause=cause,
+    )
+
+
+async def _queued(uow: UnitOfWork, barcodes: Sequence[str]) -> dict[str, tuple[Item, Bib]]:
+    """The items (locked) and their bibs; raises NotFound naming an unknown barcode."""
+    items = uow.repo(Item)
+    await items.load(barcodes, lock=True)
+    out: dict[str, tuple[Item, Bib]] = {}
+    for barcode in barcodes:
+        item = await items.get(barcode)
+        if item is None:
+            raise NotFound(f"no item with barcode {barcode!r}")
+        bib = await uow.repo(Bib).get(item.bib_id)
+        assert bib is not None  # foreign key
+        out[barcode] = (item, bib)
+    return out
+
+
+async def _give_call_number(uow: UnitOfWork, item: Item, bib: Bib) -> None:
+    """A provisional call number becomes the title's real one once the title is classified."""
+    if domain.is_provisional(item.call_number):
+        item.call_number = await shelf_mark_of(uow, bib)
+
+
+def _not_in_queue(item: Item) -> str | None:
+    if item.withdrawn_at is not None:
+        return "withdrawn"
+    if item.cataloged_at is not None:
+        return "already catalogued"
+    return None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    barcode: str
+    reason: str
+
+
+async def print_labels(uow: UnitOfWork, barcodes: Sequence[str],
+                       ) -> tuple[list[Item], list[Refusal]]:
+    """Mark these items' spine labels printed; an item without a real call number has no
+    label to print yet."""
+    printed, refused = [], []
+    for barcode, (item, bib) in (await _queued(uow, barcodes)).items():
+        await _give_call_number(uow, item, bib)
+        if item.withdrawn_at is not None:
+            refused.append(Refusal(barcode, "withdrawn"))
+        elif domain.is_provisional(item.call_number):
+            refused.append(Refusal(barcode, "lacks call_number: classify the title (import "
+                                            "its full record) or set the call number"))
+        else:
+            item.label_printed_at = utcnow()
+            printed.append(item)
+    return printed, refused
+
+
+async def complete_items(uow: UnitOfWork, barcodes: Sequence[str], *,
+                         cause: Envelope | None = None) -> tuple[list[Item], list[Refusal]]:
+    """Take shelf-ready items out of the queue: `cataloging.item_cataloged` for each.
+
+    An item lacking a call number or a printed label stays (its refusal says what it
+    lacks); a brief record alone does not hold a book back.
+    """
+    done, refused = [], []
+    for barcode, (item, bib) in (await _queued(uow, barcodes)).items():
+        if (why := _not_in_queue(item)) is not None:
+            refused.append(Refusal(barcode, why))
+            continue
+        await _give_call_number(uow, item, bib)
+        blocking = [lack for lack in domain.lacks(
+            full_record=bib.marc is not None, call_number=item.call_number,
+            label_printed=item.label_printed_at is not None) if lack in domain.BLOCKING]
+        if blocking:
+            refused.append(Refusal(barcode, "lacks " + ", ".join(blocking)))
+            continue
+        _complete(uow, item, bib, cause)
+        done.append(item)
+    return done, refused
+
+
+async def set_call_number(uow: UnitOfWork, barcode: str, call_number: str) -> Item:
+    """A cataloger's own call number for one item (also after it was catalogued)."""
+    item, _ = (await _queued(uow, [barcode]))[barcode]
+    if item.withdrawn_at is not None:
+        raise Conflict(f"item {barcode} is withdrawn")
+    item.call_number = call_number
+    return item
+
+
+#: Items that are not on a shelf of the network: withdrawing them waits until they are.
+NOT_WITHDRAWABLE = {"on_loan": "it is on loan: check it in first",
+                    "in_transit": "it is in transit: receive it first",
+                    "on_hold_shelf": "it is on the hold shelf for a reader: check it in first"}
+
+
+async def withdraw_item(uow: UnitOfWork, barcode: str, reason: str) -> Item:
+    """Take a copy out of the collection for good (`cataloging.item_withdrawn`)."""
+    item, bib = (await _queued(uow, [barcode]))[barcode]
+    if item.withdrawn_at is not None:
+        raise Conflict(f"item {barcode} was withdrawn already")
+    if (why := NOT_WITHDRAWABLE.get(item.status)) is not None:
+        raise Conflict(f"item {barcode} can't be withdrawn now: {why}")
+    item.withdrawn_at, item.withdrawn_reason, item.status = utcnow(), reason, "withdrawn"
+    uow.emit(ItemWithdrawn(barcode=barcode, reason=reason, bib_id=bib.bib_id,
+                           owning_branch=item.owning_branch), subject=barcode)
+    return item
 
 
 # --- what the rest of the network says --------------------------------------------------------
@@ -211,11 +405,11 @@ async def on_item_status_changed(uow: UnitOfWork, env: Envelope,
                                  data: ItemStatusChanged) -> None:
     """Keep circulation's status and whereabouts for availability in search.
 
-    Unknown barcodes (items catalogued elsewhere) are ignored; an event older than the
-    last one applied does not overwrite it.
+    Unknown barcodes (items catalogued elsewhere) and withdrawn items are ignored; an event
+    older than the last one applied does not overwrite it.
     """
     item = await uow.repo(Item).get(data.barcode)
-    if item is None:
+    if item is None or item.withdrawn_at is not None:
         return
     if item.status_at is not None and env.time < item.status_at:
         return
@@ -231,49 +425,240 @@ async def on_site_upserted(uow: UnitOfWork, env: Envelope, data: SiteUpserted) -
 # --- MARC imports ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """A record of an import that made no bib: its place in the file, and why."""
+@dataclass
+class _BibState:
+    """A bib an import batch matched or made, as it will be written."""
 
-    index: int
-    reason: str
+    bib_id: str
+    isbn13: str | None
+    isbn_valid: bool
+    description: domain.Description
+    new: bool
+    changed: bool = False
 
 
 @dataclass
 class ImportResult:
-    imported: int = 0
-    updated: int = 0
+    """Counts of one batch (or a whole import), and its report lines."""
+
+    created: int = 0
+    overlaid: int = 0
+    merged: int = 0
     kept: int = 0
-    skipped: list[Skipped] = field(default_factory=list)
+    rejected: int = 0
+    items_created: int = 0
+    lines: list[ImportLine] = field(default_factory=list)
 
-    def add(self, other: ImportResult) -> None:
-        self.imported += other.imported
-        self.updated += other.updated
-        self.kept += other.kept
-        self.skipped += other.skipped
+    def count(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
 
 
-async def import_bibs(uow: UnitOfWork, records: Sequence[domain.BibData | str], *,
-                      overlay: bool = True, first_index: int = 0) -> ImportResult:
-    """Create or update one bib per record, matched by ISBN; a string is a skip reason.
+_BIB = Bib.metadata.tables[f"{SCHEMA}.bib"]
+_BIB_COLUMNS = ("bib_id", "isbn13", "isbn_valid", "title", "author", "publisher", "year",
+                "language", "classification", "classification_scheme", "subjects",
+                "search_text", "match_key", "marc", "created_at")
+_ITEM_COLUMNS = ("barcode", "bib_id", "call_number", "owning_branch", "site", "status",
+                 "created_at", "cataloged_at", "label_printed_at")
+_LINE_COLUMNS = ("job_id", "position", "outcome", "bib_id", "matched_by", "reason")
+_UPDATE_BIBS = f"""
+UPDATE {SCHEMA}.bib AS b SET isbn13 = v.isbn13, isbn_valid = v.isbn_valid, title = v.title,
+  author = v.author, publisher = v.publisher, year = v.year, language = v.language,
+  classification = v.classification, classification_scheme = v.classification_scheme,
+  subjects = v.subjects, search_text = v.search_text, match_key = v.match_key,
+  marc = v.marc, updated_at = v.updated_at
+FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[],
+            $7::int[], $8::text[], $9::text[], $10::text[], $11::text[]::jsonb[], $12::text[],
+            $13::text[], $14::bytea[], $15::timestamptz[])
+  AS v(bib_id, isbn13, isbn_valid, title, author, publisher, year, language, classification,
+       classification_scheme, subjects, search_text, match_key, marc, updated_at)
+WHERE b.bib_id = v.bib_id
+"""
 
-    With `overlay` an imported record is authoritative over what a receipt or an earlier
-    import said, so it replaces the bib's fields; without it a matched bib is kept as it
-    is. `first_index` is the position in the file of the first of these records.
+
+async def import_batch(uow: SqlUnitOfWork, records: Sequence[tuple[int, domain.BibData | str]],
+                       *, on_match: domain.OnMatch, job_id: str | None = None) -> ImportResult:
+    """Match, create and update the bibs of one batch of records, set-based.
+
+    One locked SELECT finds every bib the batch's ISBNs and title keys match; new bibs go
+    in by COPY, changed ones by one UPDATE over arrays, report lines by COPY: a few round
+    trips per batch whatever its size. Records matching each other within the batch meet
+    in one bib. Holdings in the records become catalogued items (`import_holdings`).
     """
     result = ImportResult()
-    await uow.repo(Bib).find("isbn13", {n.value for r in records
-                                        if isinstance(r, domain.BibData)
-                                        if (n := domain.normalize_isbn(r.isbn))})
-    for index, record in enumerate(records, start=first_index):
+    parsed = [(pos, r, domain.normalize_isbn(r.isbn),
+               domain.match_key(r.title, r.author, r.year))
+              for pos, r in records if isinstance(r, domain.BibData)]
+    by_isbn: dict[str, _BibState] = {}
+    by_key: dict[str, _BibState] = {}
+    isbns = sorted({i.value for _, _, i, _ in parsed if i is not None})
+    keys = sorted({k for _, _, _, k in parsed if k is not None})
+    if isbns or keys:
+        found = await uow.session.execute(
+            sa_select(_BIB).where(or_(_BIB.c.isbn13 == any_(literal(isbns, ARRAY(String))),
+                                      _BIB.c.match_key == any_(literal(keys, ARRAY(String)))))
+            .order_by(_BIB.c.bib_id).with_for_update())
+        for row in found:
+            known = _BibState(row.bib_id, row.isbn13, row.isbn_valid, domain.Description(
+                title=row.title, author=row.author, publisher=row.publisher, year=row.year,
+                language=row.language, classification=row.classification,
+                classification_scheme=row.classification_scheme,
+                subjects=tuple(row.subjects), marc=row.marc), new=False)
+            if row.isbn13 is not None:
+                by_isbn[row.isbn13] = known
+            if row.match_key is not None:
+                by_key.setdefault(row.match_key, known)
+    touched: dict[str, _BibState] = {}
+    notes: dict[int, str] = {}
+    holdings: list[tuple[int, _BibState, domain.Holding]] = []
+    outcome_of: dict[int, tuple[str, _BibState | None, str | None]] = {}
+    for pos, record in records:
         if isinstance(record, str):
-            result.skipped.append(Skipped(index, record))
-            continue
-        _, created = await upsert_bib(uow, record, overwrite=overlay)
-        if created:
-            result.imported += 1
-        elif overlay:
-            result.updated += 1
+            outcome_of[pos] = ("rejected", None, None)
+            notes[pos] = record
+    for pos, record, isbn, key in parsed:
+        state: _BibState | None = None
+        matched_by: str | None = None
+        if isbn is not None and isbn.value in by_isbn:
+            state, matched_by = by_isbn[isbn.value], "isbn"
+        elif key is not None and key in by_key and (isbn is None or by_key[key].isbn13 is None):
+            state, matched_by = by_key[key], "title"
+        incoming = domain.Description.of(record)
+        if state is None:
+            state = _BibState(new_id(), isbn.value if isbn else None,
+                              isbn.valid if isbn else False, incoming, new=True)
+            outcome: str = "created"
         else:
-            result.kept += 1
+            outcome, state.description = domain.apply_match(state.description, incoming,
+                                                            on_match)
+            if state.isbn13 is None and isbn is not None:
+                state.isbn13, state.isbn_valid = isbn.value, isbn.valid
+                outcome = "merged" if outcome == "kept" else outcome
+            state.changed = state.changed or outcome != "kept"
+        if state.isbn13 is not None:
+            by_isbn.setdefault(state.isbn13, state)
+        if (k := domain.match_key(state.description.title, state.description.author,
+                                  state.description.year)) is not None:
+            by_key.setdefault(k, state)
+        if key is not None:
+            by_key.setdefault(key, state)
+        touched[state.bib_id] = state
+        outcome_of[pos] = (outcome, state, matched_by)
+        for holding in record.holdings:
+            if holding.barcode or outcome == "created":
+                holdings.append((pos, state, holding))
+            else:  # sent again, it would be a second copy: nothing tells them apart
+                skipped = (f"holding at {holding.branch!r} without a barcode skipped: the "
+                           "title was in the catalogue already")
+                notes[pos] = f"{notes[pos]}; {skipped}" if pos in notes else skipped
+    states = touched.values()
+    await _write_bibs(uow, [s for s in states if s.new],
+                      [s for s in states if not s.new and s.changed])
+    for state in states:
+        if state.new or state.changed:
+            _announce_state(uow, state)
+    if holdings:
+        result.items_created = await import_holdings(uow, holdings, notes)
+    for pos in sorted(outcome_of):
+        happened, made, by = outcome_of[pos]
+        result.count(happened)
+        if job_id is not None:
+            result.lines.append(ImportLine(job_id=job_id, position=pos, outcome=happened,
+                                           bib_id=made.bib_id if made else None,
+                                           matched_by=by, reason=notes.get(pos)))
+    if result.lines:
+        await _copy(uow, "importline", _LINE_COLUMNS,
+                    [tuple(getattr(line, c) for c in _LINE_COLUMNS) for line in result.lines])
     return result
+
+
+def _announce_state(uow: UnitOfWork, state: _BibState) -> None:
+    d = state.description
+    uow.emit(BibUpserted(bib_id=state.bib_id, isbns=[state.isbn13] if state.isbn13 else [],
+                         title=d.title, author=d.author, publisher=d.publisher, year=d.year,
+                         language=d.language, classification=d.classification,
+                         subjects=list(d.subjects) or None), subject=state.bib_id)
+
+
+async def _driver(uow: SqlUnitOfWork) -> Any:
+    """The transaction's asyncpg connection, for COPY and array statements."""
+    connection = await uow.session.connection()
+    return (await connection.get_raw_connection()).driver_connection
+
+
+async def _copy(uow: SqlUnitOfWork, table: str, columns: Sequence[str],
+                rows: list[tuple[Any, ...]]) -> None:
+    await (await _driver(uow)).copy_records_to_table(
+        table, schema_name=SCHEMA, columns=list(columns), records=rows)
+
+
+async def _write_bibs(uow: SqlUnitOfWork, new: list[_BibState],
+                      changed: list[_BibState]) -> None:
+    now = utcnow()
+    if new:
+        await _copy(uow, "bib", _BIB_COLUMNS, [
+            (s.bib_id, s.isbn13, s.isbn_valid, d.title, d.author, d.publisher, d.year,
+             d.language, d.classification, d.classification_scheme, json.dumps(d.subjects),
+             search_text(d), domain.match_key(d.title, d.author, d.year), d.marc, now)
+            for s in new if (d := s.description)])
+    if changed:
+        columns: list[list[Any]] = [[] for _ in range(15)]
+        for s in changed:
+            d = s.description
+            for column, value in zip(columns, (
+                    s.bib_id, s.isbn13, s.isbn_valid, d.title, d.author, d.publisher, d.year,
+                    d.language, d.classification, d.classification_scheme,
+                    json.dumps(d.subjects), search_text(d),
+                    domain.match_key(d.title, d.author, d.year), d.marc, now), strict=True):
+                column.append(value)
+        await (await _driver(uow)).execute(_UPDATE_BIBS, *columns)
+
+
+async def import_holdings(uow: SqlUnitOfWork,
+                          holdings: Sequence[tuple[int, _BibState, domain.Holding]],
+                          notes: dict[int, str]) -> int:
+    """Items for the copies imported records say a branch holds: catalogued already (they
+    are on that branch's shelf), so each is announced with `cataloging.item_cataloged`.
+
+    A holding naming a branch the network does not have, or a barcode already in use, is
+    skipped with a note on its record's report line. Copies without a barcode get one.
+    """
+    driver = await _driver(uow)
+    branches = sorted({h.branch for _, _, h in holdings})
+    known_sites = {r["code"] for r in await driver.fetch(
+        f"SELECT code FROM {SCHEMA}.site WHERE code = ANY($1::text[])", branches)}
+    given = sorted({h.barcode for _, _, h in holdings if h.barcode})
+    taken_codes = {r["barcode"] for r in await driver.fetch(
+        f"SELECT barcode FROM {SCHEMA}.item WHERE barcode = ANY($1::text[])", given)}
+    accepted: list[tuple[int, _BibState, domain.Holding]] = []
+    for pos, state, holding in holdings:
+        problem = None
+        if holding.branch not in known_sites:
+            problem = f"holding at unknown branch {holding.branch!r} skipped"
+        elif holding.barcode and holding.barcode in taken_codes:
+            problem = f"holding {holding.barcode!r} skipped: that barcode is already an item"
+        if problem:
+            notes[pos] = f"{notes[pos]}; {problem}" if pos in notes else problem
+            continue
+        if holding.barcode:
+            taken_codes.add(holding.barcode)
+        accepted.append((pos, state, holding))
+    if not accepted:
+        return 0
+    serials = await sequence_serials(uow).take(sum(1 for *_, h in accepted if not h.barcode))
+    fresh = iter(serials)
+    now = utcnow()
+    rows = []
+    for _, state, holding in accepted:
+        d = state.description
+        barcode = holding.barcode or domain.format_barcode(next(fresh))
+        call_number = holding.call_number or domain.shelf_mark(
+            classification=d.classification, scheme=d.classification_scheme, author=d.author,
+            title=d.title, year=d.year)
+        rows.append((barcode, state.bib_id, call_number, holding.branch, holding.branch,
+                     "available", now, now, now))
+        uow.emit(ItemCataloged(barcode=barcode, bib_id=state.bib_id, isbn=state.isbn13,
+                               title=d.title, call_number=call_number,
+                               owning_branch=holding.branch, site=holding.branch),
+                 subject=barcode)
+    await _copy(uow, "item", _ITEM_COLUMNS, rows)
+    return len(rows)

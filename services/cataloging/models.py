@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, LargeBinary, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
 
@@ -57,6 +67,11 @@ class Bib(Row, table=True):
     #: indexed as `to_tsvector('simple', search_text)` (GIN).
     search_text: str = Field(default="", sa_column=Column(
         Text, nullable=False, server_default=""))
+    #: The second match point (domain.match_key: normalised title|author|year).
+    match_key: str | None = Field(default=None, index=True)
+    #: The title's shelf mark once one of its copies was given a real one (class number +
+    #: 种次号 or Cutter); later copies take the same.
+    call_number: str | None = None
     #: The record as imported (ISO 2709), kept so a later overlay or export starts from
     #: what the agency sent; NULL for a brief bib made from an order.
     marc: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
@@ -71,7 +86,11 @@ class Item(Row, table=True):
     availability in search); cataloging only sets them when the copy is catalogued.
     """
 
-    __table_args__ = {"schema": SCHEMA}
+    __table_args__ = (
+        Index("item_queue", "created_at",
+              postgresql_where=text("cataloged_at IS NULL AND withdrawn_at IS NULL")),
+        {"schema": SCHEMA},
+    )
 
     barcode: str = Field(primary_key=True)
     bib_id: str = Field(
@@ -84,6 +103,68 @@ class Item(Row, table=True):
     status: str = "in_processing"
     status_at: datetime | None = Field(default=None, sa_column=_ts())
     created_at: datetime = Field(sa_column=_ts(False))
+    #: When the item left the cataloging queue (`cataloging.item_cataloged` went out);
+    #: NULL while it is being processed.
+    cataloged_at: datetime | None = Field(default=None, sa_column=_ts())
+    label_printed_at: datetime | None = Field(default=None, sa_column=_ts())
+    withdrawn_at: datetime | None = Field(default=None, sa_column=_ts())
+    withdrawn_reason: str | None = None
+
+
+class ClassSerial(Row, table=True):
+    """The last 种次号 given in one class number: titles in a class are numbered in the
+    order the network first shelves them (I247.5/1, I247.5/2, ...)."""
+
+    __table_args__ = {"schema": SCHEMA}
+
+    class_number: str = Field(primary_key=True)
+    last: int = 0
+
+
+class ImportJob(Row, table=True):
+    """One uploaded MARC file being read into bibs, batch by batch.
+
+    Each batch commits its bibs, its report lines and the job's counters in one
+    transaction, so a job picked up again after a crash goes on from `records_done`
+    without doubling anything. `heartbeat_at` says the process running it is alive.
+    """
+
+    __table_args__ = {"schema": SCHEMA}
+
+    job_id: str = Field(primary_key=True)
+    filename: str
+    marc_format: str | None = None
+    on_match: str = "overlay"
+    status: str = "queued"  # queued | running | done | failed
+    spool_path: str
+    bytes_total: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    bytes_done: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    records_done: int = 0
+    created: int = 0
+    overlaid: int = 0
+    merged: int = 0
+    kept: int = 0
+    rejected: int = 0
+    items_created: int = 0
+    error: str | None = None
+    created_at: datetime = Field(sa_column=_ts(False))
+    started_at: datetime | None = Field(default=None, sa_column=_ts())
+    finished_at: datetime | None = Field(default=None, sa_column=_ts())
+    heartbeat_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class ImportLine(Row, table=True):
+    """What became of one record of an import: created, overlaid, merged, kept or
+    rejected, with the bib, the match point and (for a rejection) the reason."""
+
+    __table_args__ = {"schema": SCHEMA}
+
+    job_id: str = Field(primary_key=True)
+    position: int = Field(primary_key=True)
+    outcome: str
+    bib_id: str | None = None
+    matched_by: str | None = None  # isbn | title
+    reason: str | None = None
 
 
 class Site(Row, table=True):

@@ -2,12 +2,14 @@
 
 from services.cataloging.api import router
 from services.cataloging.handlers import handlers
-from shared.service.app import ServiceSpec
+from services.cataloging.imports import resume_stale
+from shared.service.app import Job, ServiceSpec
 
 SPEC = ServiceSpec(
     name="cataloging",
     handlers=handlers,
     router=router,
     description="Bib records and items: received copies catalogued once, centrally; "
-                "one search across the network; MARC imports.",
+                "the cataloging queue; one search across the network; MARC import jobs.",
+    jobs=(Job("import-jobs", 5.0, resume_stale),),
 )

@@ -38,7 +38,7 @@ from shared.contracts.branch import (
     BranchItemMissing,
     BranchRenewal,
 )
-from shared.contracts.cataloging import ItemCataloged
+from shared.contracts.cataloging import ItemCataloged, ItemWithdrawn
 from shared.contracts.circulation import (
     HoldClosed,
     HoldPlaced,
@@ -412,6 +412,25 @@ async def on_item_missing(uow: UnitOfWork, env: Envelope, data: BranchItemMissin
     if serving is not None:
         await _release(uow, env, item, serving)
     item.status, item.site = "missing", data.branch
+    _status_changed(uow, env, item, before)
+
+
+@handlers.on(ItemWithdrawn)
+async def on_item_withdrawn(uow: UnitOfWork, env: Envelope, data: ItemWithdrawn) -> None:
+    """A withdrawn copy leaves circulation: its transfer is cancelled, a reader it was
+    meant for gets another copy (or waits on), and it is never chosen again."""
+    item = await uow.repo(Item).get(data.barcode)
+    if item is None or item.status == "withdrawn":
+        return
+    before = (item.status, item.site)
+    transfer = await _open_transfer(uow, item)
+    if transfer is not None:
+        _close_transfer(uow, env, transfer, item, completed_at=None,
+                        cancel_reason=f"withdrawn: {data.reason}")
+    serving = await _hold_of(uow, item)
+    if serving is not None:
+        await _release(uow, env, item, serving)
+    item.status = "withdrawn"
     _status_changed(uow, env, item, before)
 
 

@@ -33,7 +33,9 @@ class ItemCataloged(Event):
     item_type: str | None = None
 
 
-@event("cataloging.item_withdrawn", topic=CATALOGING_ITEMS, reserved=True)
+@event("cataloging.item_withdrawn", topic=CATALOGING_ITEMS)
 class ItemWithdrawn(Event):
     barcode: str
     reason: str
+    bib_id: str | None = None
+    owning_branch: Code | None = None

@@ -75,6 +75,10 @@ class Repository(abc.ABC, Generic[M]):
     async def put(self, row: M) -> M:
         """Insert or replace the row with the same primary key (a read model's upsert)."""
 
+    @abc.abstractmethod
+    async def remove(self, row: M) -> None:
+        """Delete the row when the unit of work commits (a read model dropping an entry)."""
+
 
 #: Up to this many values a lookup is `IN (...)`, one bind parameter each; beyond it one
 #: array parameter (`= ANY($1)`), since Postgres takes at most 32,767 parameters a statement
@@ -149,6 +153,13 @@ class SqlRepository(Repository[M]):
         merged = await self.session.merge(row)
         self._known[getattr(merged, self.pk)] = merged
         return merged
+
+    async def remove(self, row: M) -> None:
+        await self.session.delete(row)
+        self._known[getattr(row, self.pk)] = None
+        for field, known in self._by_field.items():
+            if known.get(getattr(row, field)) is row:
+                known[getattr(row, field)] = None
 
 
 class UnitOfWork(abc.ABC):

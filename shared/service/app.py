@@ -113,6 +113,7 @@ class Service:
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.jobs: list[asyncio.Task[None]] = []
+        self.background: set[asyncio.Task[None]] = set()
         self.ready = False
 
     def uow(self) -> SqlUnitOfWork:
@@ -158,11 +159,20 @@ class Service:
             except Exception:
                 log.exception("job failed; it runs again later", extra={"job": job.name})
 
+    def spawn(self, work: Awaitable[None], name: str) -> None:
+        """Run work a request started and that outlives it (an import job); it is
+        cancelled when the service stops, so it must be resumable."""
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        task.set_name(name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     async def stop(self) -> None:
         self.ready = False
-        for task in self.jobs:
+        tasks = [*self.jobs, *self.background]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.jobs, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.jobs = []
         await self.broker.stop()
         if self.relay is not None:

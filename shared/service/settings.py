@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int | None = None
     processing_site: str = "JX-CENTRAL"
+    # Cataloging: received copies wait in the cataloging queue until a cataloger completes
+    # them (call number, label); `true` completes each at once, for simulations and benches.
+    catalog_auto_complete: bool = False
+    # Cataloging: where uploaded MARC files wait while their import job runs (the default
+    # is under BRANCHLINE_STATE_DIR); replicas share it so any of them can resume a job.
+    import_spool_dir: Path | None = None
     # The library's local time zone: opening hours, courier days and route times are in it.
     timezone: str = "Asia/Shanghai"
     # Circulation: days a hold waits on the hold shelf; active holds a reader may have.

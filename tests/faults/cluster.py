@@ -55,6 +55,7 @@ class Cluster:
             "KAFKA_SESSION_TIMEOUT_MS": "2000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
             "ROUTE_PLAN_AT": "",
             "LOG_LEVEL": "WARNING",
+            "CATALOG_AUTO_COMPLETE": "true",
         })
         log = open(self.base / f"{name}.log", "ab")
         self.procs[name] = spawn_bound([sys.executable, "-m", "shared.service", service],

@@ -12,8 +12,7 @@ from sqlalchemy import String, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from devtools import marcimport
-from services.cataloging import api as cataloging_api
-from services.cataloging import domain
+from services.cataloging import domain, imports
 from services.cataloging.spec import SPEC
 from tests.support import (
     Infra,
@@ -244,6 +243,30 @@ async def test_one_batch_with_two_receipts_of_a_new_title_makes_one_bib(infra: I
         assert hit["title"] == "Misprinted"
 
 
+async def run_import(client: ServiceClient, data: bytes, filename: str = "f.mrc",
+                     **params: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Upload a MARC file, wait for its import job to end; the job and its report."""
+    headers = token("cataloger")
+    r = await client.post("/imports", params=params, files={"file": (filename, data)},
+                          headers=headers)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+
+    async def ended() -> dict[str, Any] | None:
+        job: dict[str, Any] = (await client.get(f"/imports/{job_id}", headers=headers)).json()
+        return job if job["status"] in ("done", "failed") else None
+
+    job = await eventually(ended, timeout=60)
+    lines = (await client.get(f"/imports/{job_id}/records", params={"limit": 1000},
+                              headers=headers)).json()["records"]
+    return job, lines
+
+
+def counts(job: dict[str, Any]) -> tuple[int, ...]:
+    """created, overlaid, merged, kept, rejected."""
+    return tuple(job[k] for k in ("created", "overlaid", "merged", "kept", "rejected"))
+
+
 async def test_marc_import_creates_and_updates_bibs(infra: Infra) -> None:
     settings = await new_env(infra)
     async with running_service(SPEC, settings) as client:
@@ -261,11 +284,12 @@ async def test_marc_import_creates_and_updates_bibs(infra: Infra) -> None:
                         "Ren min wen xue chu ban she,", "[1947?]"),
         )
         headers = token("cataloger")
-        r = await client.post("/imports", files={"file": ("batch.mrc", upload,
-                                                          "application/marc")}, headers=headers)
-        assert r.status_code == 201, r.text
-        assert r.json() == {"imported": 1, "updated": 1, "kept": 0,
-                            "skipped": [{"index": 1, "reason": "no ISBN in 020$a"}]}
+        job, lines = await run_import(client, upload, "batch.mrc")
+        assert job["status"] == "done" and job["percent"] == 100.0
+        assert counts(job) == (2, 1, 0, 0, 0) and job["records_done"] == 3
+        assert [(x["position"], x["outcome"], x["matched_by"]) for x in lines] == [
+            (0, "overlaid", "isbn"), (1, "created", None), (2, "created", None)]
+        assert lines[0]["bib_id"] == existing["bib_id"]
 
         r = await client.get(f"/bibs/{existing['bib_id']}", headers=headers)
         bib = r.json()
@@ -280,15 +304,17 @@ async def test_marc_import_creates_and_updates_bibs(infra: Infra) -> None:
         assert hit["isbn13"] == "9787020002207" and hit["author"] == "Qian, Zhongshu"
         assert hit["year"] == 1947 and hit["total_items"] == 0
 
-        bibs = events_of(await read_topic(settings, "cataloging.bibs", at_least=3),
+        bibs = events_of(await read_topic(settings, "cataloging.bibs", at_least=4),
                          "cataloging.bib_upserted")
-        assert len(bibs) == 3  # created by the receipt, then updated, and the new one
-        assert {b["data"]["title"] for b in bibs} >= {"Mathematical tables", "Wei cheng"}
+        assert len(bibs) == 4  # created by the receipt, then updated, and the two new ones
+        assert {b["data"]["title"] for b in bibs} >= {"Mathematical tables", "Wei cheng",
+                                                     "No number here"}
 
-        # importing the same file again creates nothing
-        r = await client.post("/imports", files={"file": ("batch.mrc", upload)}, headers=headers)
-        assert r.status_code == 201 and r.json()["imported"] == 0
-        assert r.json()["updated"] == 2
+        # importing the same file again creates nothing: the record without an ISBN
+        # matches by title + author + year
+        job, lines = await run_import(client, upload)
+        assert counts(job) == (0, 3, 0, 0, 0)
+        assert [x["matched_by"] for x in lines] == ["isbn", "title", "isbn"]
 
 
 async def test_marc_import_refuses_what_is_not_marc(infra: Infra) -> None:
@@ -311,6 +337,8 @@ async def test_marc_import_refuses_what_is_not_marc(infra: Infra) -> None:
         r = await client.post("/imports", files={"file": ("a.mrc", upload)},
                               headers=token("desk", site="JX-HN-01"))
         assert r.status_code == 403
+        r = await client.get("/imports/no-such-job", headers=headers)
+        assert r.status_code == 404
         r = await client.get("/search", params={"q": "wei"}, headers=headers)
         assert r.json()["results"] == []
 
@@ -348,13 +376,10 @@ async def test_a_cnmarc_file_imports_chinese_books_and_rejects_a_badly_encoded_o
     bad[at:at + 3] = b"\xff\xfe\xfd"  # the second record's title is not UTF-8 any more
     headers = token("cataloger")
     async with running_service(SPEC, settings) as client:
-        r = await client.post("/imports", files={"file": ("cn.mrc", bytes(bad))},
-                              headers=headers)
-        assert r.status_code == 201, r.text
-        report = r.json()
-        assert (report["imported"], report["updated"]) == (2, 0)
-        [skipped] = report["skipped"]
-        assert skipped["index"] == 1 and skipped["reason"].startswith("unreadable record")
+        job, lines = await run_import(client, bytes(bad), "cn.mrc")
+        assert counts(job) == (2, 0, 0, 0, 1)
+        [skipped] = [x for x in lines if x["outcome"] == "rejected"]
+        assert skipped["position"] == 1 and skipped["reason"].startswith("unreadable record")
 
         r = await client.get("/search", params={"q": "围城"}, headers=headers)
         [hit] = r.json()["results"]
@@ -379,55 +404,62 @@ async def test_a_cnmarc_file_imports_chinese_books_and_rejects_a_badly_encoded_o
                             title="Wei cheng (brief, from the order)", author=None)])
         [item] = events_of(await read_topic(settings, "cataloging.items", at_least=1),
                            "cataloging.item_cataloged")
-        assert (item["data"]["title"], item["data"]["call_number"]) == ("围城", "I247.5/钱1991")
+        # 中图法 class + 种次号: the first title the network shelves in I247.5
+        assert (item["data"]["title"], item["data"]["call_number"]) == ("围城", "I247.5/1")
 
         # told the format, the clean file reads the same; told wrongly, nothing imports
-        r = await client.post("/imports", params={"format": "unimarc"},
-                              files={"file": ("cn.mrc", upload)}, headers=headers)
-        assert (r.json()["imported"], r.json()["updated"]) == (1, 2)
-        r = await client.post("/imports", params={"format": "marc21"},
-                              files={"file": ("cn.mrc", upload)}, headers=headers)
-        assert r.status_code == 201 and r.json()["imported"] == 0
-        assert {s["reason"] for s in r.json()["skipped"]} == {"no ISBN in 020$a"}
+        job, _ = await run_import(client, upload, format="unimarc")
+        assert counts(job) == (1, 2, 0, 0, 0)
+        job, lines = await run_import(client, upload, format="marc21")
+        assert counts(job) == (0, 0, 0, 0, 3)
+        assert {x["reason"] for x in lines} == {"no title in 245$a"}
         r = await client.post("/imports", params={"format": "cnmarc2"},
                               files={"file": ("cn.mrc", upload)}, headers=headers)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "format"]
 
 
-async def test_an_import_goes_in_batches_and_can_keep_what_it_matches(
+async def test_an_import_goes_in_batches_and_can_keep_or_merge_what_it_matches(
     infra: Infra, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cataloging_api, "IMPORT_BATCH", 2)
+    monkeypatch.setattr(imports, "IMPORT_BATCH", 2)
     settings = await new_env(infra)
-    headers = token("cataloger")
     records = [marc_record(isbn, f"Title {n} /", "Author,", "Press,", "2001.")
                for n, isbn in enumerate(["9787020002207", "0306406152", None,
                                          "9787506365437", "9787530212004"])]
     async with running_service(SPEC, settings) as client:
-        r = await client.post("/imports", files={"file": ("a.mrc", marc_file(*records))},
-                              headers=headers)
-        assert r.status_code == 201, r.text
-        assert r.json() == {"imported": 4, "updated": 0, "kept": 0,
-                            "skipped": [{"index": 2, "reason": "no ISBN in 020$a"}]}
+        job, lines = await run_import(client, marc_file(*records))
+        assert counts(job) == (5, 0, 0, 0, 0) and job["records_done"] == 5
+        assert [x["position"] for x in lines] == [0, 1, 2, 3, 4]
 
         changed = [marc_record("9787020002207", "A new title /", "Author,", "Press,", "2001."),
                    marc_record("9787544253994", "A new book /", "Author,", "Press,", "2002.")]
-        r = await client.post("/imports", params={"on_match": "keep"},
-                              files={"file": ("b.mrc", marc_file(*changed))}, headers=headers)
-        assert (r.json()["imported"], r.json()["updated"], r.json()["kept"]) == (1, 0, 1)
-        r = await client.get("/search", params={"q": "9787020002207"}, headers=headers)
+        job, _ = await run_import(client, marc_file(*changed), on_match="keep")
+        assert counts(job) == (1, 0, 0, 1, 0)
+        r = await client.get("/search", params={"q": "9787020002207"}, headers=token("cataloger"))
         assert r.json()["results"][0]["title"] == "Title 0"  # kept as it was
-        r = await client.post("/imports", params={"on_match": "overlay"},
-                              files={"file": ("b.mrc", marc_file(*changed))}, headers=headers)
-        assert (r.json()["imported"], r.json()["updated"], r.json()["kept"]) == (0, 2, 0)
-        r = await client.get("/search", params={"q": "9787020002207"}, headers=headers)
+        job, _ = await run_import(client, marc_file(*changed), on_match="overlay")
+        assert counts(job) == (0, 2, 0, 0, 0)
+        r = await client.get("/search", params={"q": "9787020002207"}, headers=token("cataloger"))
         assert r.json()["results"][0]["title"] == "A new title"
-        r = await client.post("/imports", params={"on_match": "merge"},
-                              files={"file": ("b.mrc", marc_file(*changed))}, headers=headers)
+
+        # merge keeps what the bib has and fills in what it lacks
+        fuller = marc_record("9787020002207", "Yet another title /", "Someone else,", "P,",
+                             "1999.")
+        fuller.add_field(Field(tag="650", indicators=[" ", "0"],
+                               subfields=[Subfield("a", "Chinese fiction")]))
+        job, _ = await run_import(client, marc_file(fuller), on_match="merge")
+        assert counts(job) == (0, 0, 1, 0, 0)
+        r = await client.get("/search", params={"q": "9787020002207"}, headers=token("cataloger"))
+        [bib] = r.json()["results"]
+        assert (bib["title"], bib["author"]) == ("A new title", "Author")
+        assert bib["subjects"] == ["Mathematics", "Chinese fiction"]
+        r = await client.post("/imports", params={"on_match": "replace"},
+                              files={"file": ("b.mrc", marc_file(*changed))},
+                              headers=token("cataloger"))
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "on_match"]
 
 
-async def test_the_cli_streams_a_file_in_uploads_and_reports_positions_in_the_whole_file(
+async def test_the_cli_streams_a_file_into_jobs_and_reports_positions_in_the_whole_file(
     infra: Infra,
 ) -> None:
     """`branchline marc import`: several uploads, a record with a broken leader among them,
@@ -441,21 +473,17 @@ async def test_the_cli_streams_a_file_in_uploads_and_reports_positions_in_the_wh
     headers = token("cataloger")
     settings = await new_env(infra)
     async with running_service(SPEC, settings) as client:
-        async def post(upload: bytes) -> dict[str, Any]:
-            r = await client.post("/imports", files={"file": ("f.mrc", upload)},
-                                  headers=headers)
-            assert r.status_code == 201, r.text
-            answer: dict[str, Any] = r.json()
-            return answer
-
         seen: list[int] = []
         totals = await marcimport.import_file(
-            io.BytesIO(data), len(data), post, max_bytes=2 * len(good[0]),
-            progress=lambda t, done, total: seen.append(done))
-        assert (totals.records, totals.imported, totals.updated) == (7, 6, 0)
-        [(index, reason)] = totals.skipped
+            io.BytesIO(data), len(data), client, filename="f.mrc", params={},
+            headers=headers, part_bytes=2 * len(good[0]),
+            progress=lambda phase, done, total, t, job: seen.append(done))
+        assert (totals.records, totals.created, totals.overlaid) == (7, 6, 0)
+        assert len(totals.jobs) >= 3  # several uploads
+        [(index, reason)] = totals.rejected_records
         assert index == 3 and "unreadable" in reason
-        assert len(seen) >= 3 and seen[-1] == len(data)  # several uploads, all of the file
+        assert seen[-1] == len(data)  # all of the file
 
-        again = await marcimport.import_file(io.BytesIO(data), len(data), post)
-        assert (again.imported, again.updated, len(again.skipped)) == (0, 6, 1)
+        again = await marcimport.import_file(io.BytesIO(data), len(data), client,
+                                             filename="f.mrc", params={}, headers=headers)
+        assert (again.created, again.overlaid, again.rejected, len(again.jobs)) == (0, 6, 1, 1)

@@ -7,8 +7,9 @@ from decimal import Decimal
 import pytest
 
 from services.acquisition import domain, handlers
-from services.acquisition.models import Fund, Site, Vendor
+from services.acquisition.models import Fund, HeldCopy, Site, Vendor
 from shared.contracts import make_event
+from shared.contracts.cataloging import ItemCataloged, ItemWithdrawn
 from shared.contracts.logistics import SiteUpserted
 from shared.errors import Conflict, Invalid
 from tests.fakes import FakeUnitOfWork
@@ -76,3 +77,16 @@ async def test_an_order_is_refused_naming_the_field_that_does_not_fit() -> None:
         assert (refused.value.field, refused.value.message) == (field, message)
         assert refused.value.errors == [(field, message)]
     assert uow.emitted == []
+
+
+async def test_a_withdrawn_copy_stops_counting_as_held() -> None:
+    uow = FakeUnitOfWork("acquisition")
+    for barcode in ("JX1", "JX2"):
+        data = ItemCataloged(barcode=barcode, bib_id="b1", isbn="9787020024759", title="围城",
+                             call_number="I247.5/1", owning_branch="JX-HN-01", site="JX-HN-01")
+        await handlers.on_item_cataloged(uow, make_event(data, subject=barcode,
+                                                         source="branchline/cataloging"), data)
+    gone = ItemWithdrawn(barcode="JX1", reason="damaged")
+    await handlers.on_item_withdrawn(uow, make_event(gone, subject="JX1",
+                                                     source="branchline/cataloging"), gone)
+    assert list(uow.repo(HeldCopy).rows) == ["JX2"]

@@ -135,3 +135,64 @@ def test_marc_text_loses_isbd_punctuation(raw: str | None, clean: str | None) ->
 )
 def test_year_of_a_marc_date(raw: str | None, year: int | None) -> None:
     assert domain.year_of(raw) == year
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (("Wei cheng /", "Qian, Zhongshu", 1947), ("WEI CHENG", "Zhongshu Qian", 1947)),
+    (("围城", "钱锺书著", 1991), ("围 城", "钱锺书", 1991)),
+    # full-width letters and space, as a CJK input method types them
+    (("\uff37\uff45\uff49\u3000\uff43\uff48\uff45\uff4e\uff47", "Qian Zhongshu", None),
+     ("wei-cheng", "qian zhongshu", None)),
+    (("诗经", None, None), ("诗经。", "", None)),
+])
+def test_match_keys_meet_across_case_width_punctuation_and_name_order(
+    a: tuple[str, str | None, int | None], b: tuple[str, str | None, int | None],
+) -> None:
+    assert domain.match_key(*a) == domain.match_key(*b) is not None
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (("围城", "钱锺书", 1991), ("围城", "钱锺书", 1980)),  # another edition
+    (("围城", "钱锺书", 1991), ("围城", "杨绛", 1991)),
+    (("诗经", None, None), ("诗经", "佚名", None)),
+])
+def test_match_keys_keep_editions_and_authors_apart(
+    a: tuple[str, str | None, int | None], b: tuple[str, str | None, int | None],
+) -> None:
+    assert domain.match_key(*a) != domain.match_key(*b)
+
+
+def test_no_title_no_key() -> None:
+    assert domain.match_key("", "Qian", 1947) is None
+    assert domain.match_key("...", "Qian", 1947) is None
+
+
+BRIEF = domain.Description(title="Wei cheng", author="Qian", year=1947)
+FULL = domain.Description(title="围城", author="钱锺书", publisher="人民文学出版社", year=1991,
+                          language="chi", classification="I246.5",
+                          classification_scheme="clc", subjects=("长篇小说",), marc=b"rec")
+
+
+@pytest.mark.parametrize("on_match", ["overlay", "keep", "merge"])
+def test_a_brief_bib_is_overlaid_by_a_full_record_whatever_is_asked(
+    on_match: domain.OnMatch,
+) -> None:
+    outcome, after = domain.apply_match(BRIEF, FULL, on_match)
+    assert (outcome, after) == ("overlaid", FULL)
+
+
+def test_merge_fills_in_only_what_the_bib_lacks_and_unites_subjects() -> None:
+    bib = domain.Description(title="围城", author="钱锺书", year=None, subjects=("小说",),
+                             classification="I246", classification_scheme="clc", marc=b"old")
+    record = domain.Description(title="Fortress", author="Qian", year=1991, language="chi",
+                                subjects=("长篇小说", "小说"), classification="I247.5",
+                                classification_scheme="ddc", marc=b"new")
+    outcome, after = domain.apply_match(bib, record, "merge")
+    assert outcome == "merged"
+    assert (after.title, after.author, after.year, after.language) == ("围城", "钱锺书", 1991,
+                                                                        "chi")
+    assert (after.classification, after.classification_scheme) == ("I246", "clc")
+    assert (after.subjects, after.marc) == (("小说", "长篇小说"), b"old")
+    assert domain.apply_match(after, record, "merge") == ("kept", after)
+    assert domain.apply_match(bib, record, "keep") == ("kept", bib)
+    assert domain.apply_match(bib, record, "overlay") == ("overlaid", record)

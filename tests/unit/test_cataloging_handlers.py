@@ -9,17 +9,22 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from services.cataloging import domain, handlers
 from services.cataloging.models import Bib, Item, Site
 from shared.contracts import Envelope, Event, make_event
 from shared.contracts.acquisition import CopiesReceived, ReceivedCopy
-from shared.contracts.cataloging import BibUpserted, ItemCataloged
+from shared.contracts.cataloging import BibUpserted, ItemCataloged, ItemWithdrawn
 from shared.contracts.circulation import ItemStatusChanged
 from shared.contracts.logistics import SiteUpserted
+from shared.errors import Conflict, NotFound
 from shared.service.settings import Settings
 from tests.fakes import FakeUnitOfWork
 
 AT = datetime(2026, 11, 22, 10, tzinfo=UTC)
+#: Most tests here follow copies past the queue, as a simulation does.
+AUTO = Settings(catalog_auto_complete=True)
 
 
 def envelope(data: Event, subject: str, source: str = "branchline/acquisition",
@@ -58,7 +63,8 @@ def cataloged(uow: FakeUnitOfWork) -> list[dict[str, Any]]:
 
 
 async def test_received_copies_become_barcoded_items_of_one_new_bib() -> None:
-    uow = FakeUnitOfWork("cataloging", Settings(processing_site="JX-PROC"))
+    uow = FakeUnitOfWork("cataloging", Settings(processing_site="JX-PROC",
+                                                   catalog_auto_complete=True))
     env = await receive(uow, received("7-02-000220-X", ("C-1", "JX-HN-01"), ("C-2", "JX-HY-02")),
                         Counter())
 
@@ -81,7 +87,7 @@ async def test_received_copies_become_barcoded_items_of_one_new_bib() -> None:
 
 
 async def test_a_receipt_sent_again_catalogues_nothing_new() -> None:
-    uow = FakeUnitOfWork("cataloging")
+    uow = FakeUnitOfWork("cataloging", AUTO)
     serials = Counter()
     await receive(uow, received("9787020002207", ("C-1", "JX-HN-01")), serials)
     # the same copy again, twice in one receipt, with one new copy
@@ -96,7 +102,7 @@ async def test_a_receipt_sent_again_catalogues_nothing_new() -> None:
 
 
 async def test_isbn10_and_isbn13_receipts_share_a_bib_and_a_misprint_gets_its_own() -> None:
-    uow = FakeUnitOfWork("cataloging")
+    uow = FakeUnitOfWork("cataloging", AUTO)
     serials = Counter()
     await receive(uow, received("0-306-40615-2", ("D-1", "JX-HN-01"), title="Tables"), serials)
     await receive(uow, received("978-0-306-40615-7", ("D-2", "JX-HY-02"), title="Tables"),
@@ -112,7 +118,7 @@ async def test_isbn10_and_isbn13_receipts_share_a_bib_and_a_misprint_gets_its_ow
 
 
 async def test_a_batch_with_two_receipts_of_a_new_title_makes_one_bib() -> None:
-    uow = FakeUnitOfWork("cataloging")
+    uow = FakeUnitOfWork("cataloging", AUTO)
     receipts = [received("9787020002207", ("C-1", "JX-HN-01"), line_id="L-1"),
                 received("978-7-02-000220-7", ("C-2", "JX-HN-01"), ("C-1", "JX-HN-01"),
                          line_id="L-2")]
@@ -140,7 +146,7 @@ def status_changed(item: Item, status: Any, site: str) -> ItemStatusChanged:
 
 
 async def test_circulation_status_is_kept_unless_an_older_fact_arrives_late() -> None:
-    uow = FakeUnitOfWork("cataloging")
+    uow = FakeUnitOfWork("cataloging", AUTO)
     item = await catalogued_item(uow)
     emitted = len(uow.emitted)
     for status, site, at in [("available", "JX-HN-01", AT),
@@ -158,7 +164,7 @@ async def test_circulation_status_is_kept_unless_an_older_fact_arrives_late() ->
 
 
 async def test_site_upserted_replaces_the_site() -> None:
-    uow = FakeUnitOfWork("cataloging")
+    uow = FakeUnitOfWork("cataloging", AUTO)
     for name, active in (("Haining Library", True), ("Haining Central Library", False)):
         data = SiteUpserted(code="JX-HN-01", name=name, kind="town", lat=30.5, lon=120.7,
                             hub="JX-CENTRAL", opening_hours={"mon": [("09:00", "17:00")]},
@@ -170,28 +176,82 @@ async def test_site_upserted_replaces_the_site() -> None:
         "JX-HN-01", "Haining Central Library", "town", False)
 
 
-async def test_marc_import_overwrites_a_received_title_and_creates_new_ones() -> None:
-    uow = FakeUnitOfWork("cataloging")
+async def test_a_full_record_overlays_a_received_title_and_merge_fills_only_gaps() -> None:
+    uow = FakeUnitOfWork("cataloging", AUTO)
     item = await catalogued_item(uow)
-    records: list[domain.BibData | str] = [
-        domain.BibData(isbn="7-02-000220-X", title="Wei cheng", author="Qian, Zhongshu",
-                       publisher="Ren min wen xue chu ban she", year=1947),
-        "no ISBN in 020$a",
-        domain.BibData(isbn="0306406152 (pbk.)", title="Mathematical tables", year=1998),
-    ]
-    result = await handlers.import_bibs(uow, records)
+    full = domain.BibData(isbn="7-02-000220-X", title="Wei cheng", author="Qian, Zhongshu",
+                          publisher="Ren min wen xue chu ban she", year=1947, marc=b"record")
+    bib, outcome, matched_by = await handlers.upsert_bib(uow, full, on_match="keep")
+    # a brief bib is always upgraded by a full record, whatever the import says
+    assert (bib.bib_id, outcome, matched_by) == (item.bib_id, "overlaid", "isbn")
+    assert (bib.title, bib.publisher, bib.updated_at is not None) == (
+        "Wei cheng", "Ren min wen xue chu ban she", True)
 
-    assert (result.imported, result.updated) == (1, 1)
-    assert result.skipped == [handlers.Skipped(1, "no ISBN in 020$a")]
-    bibs = {b.isbn13: b for b in uow.repo(Bib).rows.values()}
-    assert set(bibs) == {"9787020002207", "9780306406157"}
-    updated = bibs["9787020002207"]
-    assert updated.bib_id == item.bib_id and updated.updated_at is not None
-    assert (updated.title, updated.publisher) == ("Wei cheng", "Ren min wen xue chu ban she")
-    upserted = [e.data for e in uow.emitted if e.type == BibUpserted.event_type]
-    assert [d["title"] for d in upserted] == [
-        "Fortress Besieged", "Wei cheng", "Mathematical tables"]
+    other = domain.BibData(isbn="9787020002207", title="Another title", author=None,
+                           language="chi", subjects=("Fiction",), marc=b"other")
+    _, outcome, _ = await handlers.upsert_bib(uow, other, on_match="keep")
+    assert outcome == "kept" and bib.title == "Wei cheng"
+    _, outcome, _ = await handlers.upsert_bib(uow, other, on_match="merge")
+    assert outcome == "merged"
+    assert (bib.title, bib.author, bib.language, bib.subjects, bib.marc) == (
+        "Wei cheng", "Qian, Zhongshu", "chi", ["Fiction"], b"record")
+    _, outcome, _ = await handlers.upsert_bib(uow, other, on_match="merge")
+    assert outcome == "kept"  # nothing left to fill in
+    upserted = [e.data["title"] for e in uow.emitted if e.type == BibUpserted.event_type]
+    assert upserted == ["Fortress Besieged", "Wei cheng", "Wei cheng"]
 
-    again = await handlers.import_bibs(uow, records)
-    assert (again.imported, again.updated) == (0, 2)
-    assert len(uow.repo(Bib).rows) == 2
+    # without an ISBN, the title + author + year finds the bib, which keeps its ISBN
+    bare = domain.BibData(isbn=None, title="WEI  CHENG.", author="Zhongshu Qian", year=1947)
+    found, outcome, matched_by = await handlers.upsert_bib(uow, bare, on_match="overlay")
+    assert (found.bib_id, matched_by, found.isbn13) == (item.bib_id, "title", "9787020002207")
+    assert len(uow.repo(Bib).rows) == 1
+
+
+async def test_the_queue_holds_copies_until_call_number_and_label() -> None:
+    uow = FakeUnitOfWork("cataloging")  # the queue on: no automatic completion
+    serials = Counter()
+    await receive(uow, received("9787020002207", ("C-1", "JX-HN-01"), ("C-2", "JX-HN-01")),
+                  serials)
+    assert cataloged(uow) == []
+    items = sorted(uow.repo(Item).rows.values(), key=lambda i: i.barcode)
+    codes = [i.barcode for i in items]
+    assert [domain.lacks(full_record=False, call_number=i.call_number, label_printed=False)
+            for i in items] == [["full_record", "call_number", "label"]] * 2
+
+    done, refused = await handlers.complete_items(uow, codes)
+    assert done == [] and {r.reason for r in refused} == {"lacks call_number, label"}
+    [bib] = uow.repo(Bib).rows.values()
+    bib.classification, bib.classification_scheme = "I246.5", "clc"
+    printed, refused = await handlers.print_labels(uow, codes[:1])
+    assert [i.call_number for i in printed] == ["I246.5/1"] and refused == []
+    done, refused = await handlers.complete_items(uow, codes)
+    assert [i.barcode for i in done] == codes[:1]
+    assert refused == [handlers.Refusal(codes[1], "lacks label")]
+    assert items[1].call_number == "I246.5/1"  # copies of one title share its mark
+    assert [d["call_number"] for d in cataloged(uow)] == ["I246.5/1"]
+
+    # a second title in the class takes the next 种次号
+    await receive(uow, received("9787506365437", ("C-3", "JX-HN-01"), title="Huo zhe"),
+                  serials)
+    [third] = [i for i in uow.repo(Item).rows.values() if i.copy_id == "C-3"]
+    second = next(b for b in uow.repo(Bib).rows.values() if b.title == "Huo zhe")
+    second.classification, second.classification_scheme = "I246.5", "clc"
+    printed, _ = await handlers.print_labels(uow, [third.barcode])
+    assert printed[0].call_number == "I246.5/2"
+
+
+async def test_withdrawal_is_refused_while_lent_and_announced_once() -> None:
+    uow = FakeUnitOfWork("cataloging", AUTO)
+    item = await catalogued_item(uow)
+    item.status = "on_loan"
+    with pytest.raises(Conflict, match="on loan"):
+        await handlers.withdraw_item(uow, item.barcode, "damaged")
+    item.status = "available"
+    await handlers.withdraw_item(uow, item.barcode, "damaged")
+    assert (item.status, item.withdrawn_reason) == ("withdrawn", "damaged")
+    with pytest.raises(Conflict, match="already"):
+        await handlers.withdraw_item(uow, item.barcode, "damaged")
+    with pytest.raises(NotFound):
+        await handlers.withdraw_item(uow, "JX0000000000", "damaged")
+    [withdrawn] = [e for e in uow.emitted if e.type == ItemWithdrawn.event_type]
+    assert (withdrawn.subject, withdrawn.data["reason"]) == (item.barcode, "damaged")

@@ -8,7 +8,7 @@ from services.circulation import handlers
 from services.circulation.models import Anomaly, Item, Loan, Site, Transfer
 from shared.contracts import Envelope, Event, make_event
 from shared.contracts.branch import BranchCheckin, BranchCheckout
-from shared.contracts.cataloging import ItemCataloged
+from shared.contracts.cataloging import ItemCataloged, ItemWithdrawn
 from shared.contracts.circulation import ItemCheckedIn, TransferRequested
 from shared.contracts.logistics import ShipmentDelivered
 from tests.fakes import FakeUnitOfWork
@@ -86,3 +86,21 @@ async def test_delivery_without_an_open_transfer_is_an_anomaly_not_a_move() -> N
     assert item is not None and item.site == "JX-HN-01"
     assert [a.kind for a in uow.repo(Anomaly).rows.values()] == [
         "delivery_without_open_transfer"]
+
+
+async def test_a_withdrawn_item_drops_its_transfer_and_is_never_chosen_again() -> None:
+    uow = FakeUnitOfWork("circulation")
+    item = await catalogued(uow, "B9", owner="JX-HN-01", site="JX-CENTRAL")
+    [transfer] = uow.repo(Transfer).rows.values()
+    withdrawn = ItemWithdrawn(barcode="B9", reason="water damage", bib_id="b1",
+                              owning_branch="JX-HN-01")
+    for _ in range(2):  # the second is a no-op
+        await handlers.on_item_withdrawn(uow, fact(withdrawn, "B9"), withdrawn)
+    assert item.status == "withdrawn"
+    assert transfer.status == "cancelled"
+    assert uow.types().count("circulation.transfer_cancelled") == 1
+    changed = [e for e in uow.emitted if e.type == "circulation.item_status_changed"]
+    assert changed[-1].data["status"] == "withdrawn"
+    unknown = ItemWithdrawn(barcode="NOPE", reason="x")
+    await handlers.on_item_withdrawn(uow, fact(unknown, "NOPE"), unknown)
+    assert await uow.repo(Item).get("NOPE") is None

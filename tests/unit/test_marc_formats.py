@@ -6,7 +6,7 @@ import io
 
 from pymarc import Field, MARCWriter, Record, Subfield
 
-from services.cataloging import marc
+from services.cataloging import domain, marc
 
 
 def one(*fields: tuple[str, str]) -> bytes:
@@ -35,8 +35,12 @@ def test_unimarc_fields_make_the_bib() -> None:
                                ("210", "x")))
     assert not isinstance(bib, str)
     assert (bib.isbn, bib.title, bib.author) == ("7-02-000220-X", "围城", "钱锺书")
-    [reason] = marc.read_marc(one(("200", "无号")), "unimarc")
-    assert reason == "no ISBN in 010$a"
+    # no ISBN is no longer a reason to skip: the bib is matched by title, author and year
+    [no_isbn] = marc.read_marc(one(("200", "无号")), "unimarc")
+    assert not isinstance(no_isbn, str)
+    assert no_isbn == domain.BibData(isbn=None, title="无号", marc=no_isbn.marc)
+    [reason] = marc.read_marc(one(("010", "7-02-000220-X"), ("700", "钱锺书")), "unimarc")
+    assert reason == "no title in 200$a"
 
 
 def record_with(*fields: Field) -> bytes:

@@ -1,0 +1,176 @@
+"""Import jobs: an uploaded MARC file read into bibs in the background, batch by batch.
+
+The upload is spooled to disk and answered at once with the job; the job then streams the
+file (services.cataloging.marc.iter_marc: constant memory whatever its size) and commits
+each batch of `IMPORT_BATCH` records with its report lines and the job's counters in one
+transaction (handlers.import_batch). A job whose process died is picked up again by any
+replica once its heartbeat is older than `STALE_AFTER` and goes on from the last committed
+record: nothing is imported twice, nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import func, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from services.cataloging import domain, handlers
+from services.cataloging.marc import MarcFormat, NotMarc, iter_marc
+from services.cataloging.models import ImportJob
+from shared.contracts import utcnow
+from shared.service.app import Service
+
+log = logging.getLogger(__name__)
+
+#: Records per transaction: big enough that a batch costs a few round trips per thousand
+#: records, small enough that a resumed job redoes little.
+IMPORT_BATCH = 5_000
+#: A running job whose heartbeat is older than this is taken over by another process.
+STALE_AFTER = timedelta(seconds=60)
+#: A batch that met a concurrent insert of the same bib is tried again this many times.
+ATTEMPTS = 3
+
+
+def spool_dir(service: Service) -> Path:
+    """Where uploads wait for their job: IMPORT_SPOOL_DIR, else under the state dir."""
+    configured = service.settings.import_spool_dir
+    folder = configured if configured is not None else service.settings.state_dir / "imports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def claim(service: Service, job_id: str) -> ImportJob | None:
+    """Take the job if nobody runs it (queued, or its runner's heartbeat is stale)."""
+    now = utcnow()
+    async with service.uow() as uow:
+        claimed = (await uow.session.execute(
+            update(ImportJob)
+            .where(col(ImportJob.job_id) == job_id,
+                   or_(col(ImportJob.status) == "queued",
+                       (col(ImportJob.status) == "running")
+                       & (col(ImportJob.heartbeat_at) < now - STALE_AFTER)))
+            .values(status="running", heartbeat_at=now,
+                    started_at=func.coalesce(col(ImportJob.started_at), now))
+            .returning(col(ImportJob.job_id))
+        )).first()
+        if claimed is None:
+            return None
+        return await uow.session.get(ImportJob, job_id)
+
+
+async def resume_stale(service: Service) -> None:
+    """Run jobs left queued or abandoned by a process that stopped (a `Job`, every few s)."""
+    async with service.uow() as uow:
+        ids = (await uow.session.exec(
+            select(ImportJob.job_id).where(
+                or_(col(ImportJob.status) == "queued",
+                    (col(ImportJob.status) == "running")
+                    & (col(ImportJob.heartbeat_at) < utcnow() - STALE_AFTER)))
+            .order_by(col(ImportJob.created_at))
+        )).all()
+    for job_id in ids:
+        await run(service, job_id)
+
+
+def _batches(stream: BinaryIO, marc_format: MarcFormat | None, skip: int,
+             ) -> Iterator[list[tuple[int, domain.BibData | str]]]:
+    records = enumerate(iter_marc(stream, marc_format))
+    for _ in itertools.islice(records, skip):  # a resumed job: these are in already
+        pass
+    while batch := list(itertools.islice(records, IMPORT_BATCH)):
+        yield batch
+
+
+async def run(service: Service, job_id: str) -> None:
+    """Run the job to its end if this process can claim it."""
+    job = await claim(service, job_id)
+    if job is None:
+        return
+    path = Path(job.spool_path)
+    log.info("import job started", extra={"job_id": job_id, "from_record": job.records_done})
+    try:
+        stream = await asyncio.to_thread(path.open, "rb")
+        try:
+            await _read_all(service, job, stream)
+        finally:
+            stream.close()
+        await _finish(service, job_id, status="done", error=None)
+        log.info("import job done", extra={"job_id": job_id})
+    except asyncio.CancelledError:
+        raise  # the service is stopping: the job is resumed later from its last batch
+    except NotMarc as exc:
+        await _finish(service, job_id, status="failed", error=f"file: {exc}")
+    except Exception as exc:
+        log.exception("import job failed", extra={"job_id": job_id})
+        await _finish(service, job_id, status="failed",
+                      error=f"{type(exc).__name__}: {exc}; the records before "
+                            "records_done are in. Upload the file again to go on: "
+                            "what is in already is matched, not doubled")
+    await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+async def _read_all(service: Service, job: ImportJob, stream: BinaryIO) -> None:
+    marc_format: MarcFormat | None = (
+        "unimarc" if job.marc_format == "unimarc"
+        else "marc21" if job.marc_format == "marc21" else None)
+    on_match: domain.OnMatch = (
+        "keep" if job.on_match == "keep" else "merge" if job.on_match == "merge" else "overlay")
+    batches = _batches(stream, marc_format, job.records_done)
+    while True:
+        # Reading MARC is CPU work: off the event loop, so HTTP keeps answering.
+        batch = await asyncio.to_thread(next, batches, None)
+        if batch is None:
+            return
+        await _commit_batch(service, job.job_id, batch, on_match, stream.tell())
+
+
+async def _commit_batch(service: Service, job_id: str,
+                        batch: list[tuple[int, domain.BibData | str]],
+                        on_match: domain.OnMatch, bytes_read: int) -> None:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            async with service.uow() as uow:
+                job = (await uow.session.exec(
+                    select(ImportJob).where(col(ImportJob.job_id) == job_id)
+                    .with_for_update())).one()
+                if job.records_done > batch[0][0]:
+                    return  # another process took the job over and did this batch
+                result = await handlers.import_batch(uow, batch, on_match=on_match,
+                                                     job_id=job_id)
+                job.records_done = batch[-1][0] + 1
+                job.bytes_done = min(bytes_read, job.bytes_total)
+                job.created += result.created
+                job.overlaid += result.overlaid
+                job.merged += result.merged
+                job.kept += result.kept
+                job.rejected += result.rejected
+                job.items_created += result.items_created
+                job.heartbeat_at = utcnow()
+            return
+        except Exception as exc:
+            # A receipt or another import created one of these bibs at the same moment
+            # (unique violation, from SQLAlchemy or from the COPY on the raw connection):
+            # the batch is read again and now matches it.
+            unique = isinstance(exc, IntegrityError) or getattr(exc, "sqlstate", "") == "23505"
+            if not unique or attempt == ATTEMPTS:
+                raise
+            log.info("import batch met a concurrent insert; trying again",
+                     extra={"job_id": job_id, "attempt": attempt})
+
+
+async def _finish(service: Service, job_id: str, *, status: str, error: str | None) -> None:
+    async with service.uow() as uow:
+        job = await uow.session.get(ImportJob, job_id)
+        if job is None:
+            return
+        job.status, job.error, job.finished_at = status, error, utcnow()
+        if status == "done":
+            job.bytes_done = job.bytes_total
