@@ -72,11 +72,21 @@ def _valid_isbn13(candidate: str) -> str | None:
     return None
 
 
+_PLAIN_ISBN13 = re.compile(r"97[89]\d{10}")
+
+
+def _isbn13_checks(digits: str) -> bool:
+    return sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(digits)) % 10 == 0
+
+
 def normalize_isbn(raw: str | None) -> Isbn | None:
     """ISBN-10 or ISBN-13 in any punctuation → ISBN-13; None when no digit was given."""
     if not raw:
         return None
     text = raw.strip().upper()
+    plain = text.replace("-", "")
+    if _PLAIN_ISBN13.fullmatch(plain) and _isbn13_checks(plain):
+        return Isbn(plain, True)  # most records: a clean ISBN-13, without isbnlib's cost
     head = _QUALIFIER.split(text, maxsplit=1)[0]
     candidates = [*isbnlib.get_isbnlike(text), head, _NOT_ISBN_CHAR.sub("", head)]
     for candidate in candidates:
@@ -274,11 +284,17 @@ def shelf_mark(*, classification: str | None, scheme: str | None, author: str | 
             raise ValueError(f"a 种次号 starts at 1, got {serial}")
         return f"{class_number}/{serial}"
     if kind in ("ddc", "lcc"):
-        entry = author if author and author.strip() else title
-        mark = f"{class_number} {cutter(entry)}"
+        if kind == "lcc" and _HAS_CUTTER.search(class_number):
+            mark = class_number  # an LC call number (050 $a $b) carries its own Cutter
+        else:
+            entry = author if author and author.strip() else title
+            mark = f"{class_number} {cutter(entry)}"
         return f"{mark} {year}" if year else mark
     return call_number(author=author, title=title, year=year, classification=class_number)
 
+
+# "QA47 .S6", "PL2747.C5": a class number followed by a Cutter (a letter and digits).
+_HAS_CUTTER = re.compile(r"[\s.][A-Z]\d+")
 
 # The Library of Congress Cutter table: Classification and Shelflisting Manual, instruction
 # sheet G 63. Each row gives the digit for the letter(s) after the initial; a letter the row

@@ -11,19 +11,20 @@ record: nothing is imported twice, nothing is skipped.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import Iterator
+import multiprocessing
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from queue import Empty
 from typing import BinaryIO
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from services.cataloging import domain, handlers
-from services.cataloging.marc import MarcFormat, NotMarc, iter_marc
+from services.cataloging import domain, handlers, marc
+from services.cataloging.marc import MarcFormat, NotMarc
 from services.cataloging.models import ImportJob
 from shared.contracts import utcnow
 from shared.service.app import Service
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 #: Records per transaction: big enough that a batch costs a few round trips per thousand
 #: records, small enough that a resumed job redoes little.
 IMPORT_BATCH = 5_000
+#: Files at least this big are read by a process of their own, on another core; smaller
+#: ones in a thread (a process costs a second to start).
+READER_PROCESS_BYTES = 8 * 1024 * 1024
 #: A running job whose heartbeat is older than this is taken over by another process.
 STALE_AFTER = timedelta(seconds=60)
 #: A batch that met a concurrent insert of the same bib is tried again this many times.
@@ -80,15 +84,6 @@ async def resume_stale(service: Service) -> None:
         await run(service, job_id)
 
 
-def _batches(stream: BinaryIO, marc_format: MarcFormat | None, skip: int,
-             ) -> Iterator[list[tuple[int, domain.BibData | str]]]:
-    records = enumerate(iter_marc(stream, marc_format))
-    for _ in itertools.islice(records, skip):  # a resumed job: these are in already
-        pass
-    while batch := list(itertools.islice(records, IMPORT_BATCH)):
-        yield batch
-
-
 async def run(service: Service, job_id: str) -> None:
     """Run the job to its end if this process can claim it."""
     job = await claim(service, job_id)
@@ -123,13 +118,48 @@ async def _read_all(service: Service, job: ImportJob, stream: BinaryIO) -> None:
         else "marc21" if job.marc_format == "marc21" else None)
     on_match: domain.OnMatch = (
         "keep" if job.on_match == "keep" else "merge" if job.on_match == "merge" else "overlay")
-    batches = _batches(stream, marc_format, job.records_done)
+    if job.bytes_total >= READER_PROCESS_BYTES:
+        async for batch, done in _from_reader_process(job, marc_format):
+            await _commit_batch(service, job.job_id, batch, on_match, done)
+        return
+    reading = marc.batches(stream, marc_format, skip=job.records_done, size=IMPORT_BATCH)
     while True:
         # Reading MARC is CPU work: off the event loop, so HTTP keeps answering.
-        batch = await asyncio.to_thread(next, batches, None)
-        if batch is None:
+        item = await asyncio.to_thread(next, reading, None)
+        if item is None:
             return
-        await _commit_batch(service, job.job_id, batch, on_match, stream.tell())
+        await _commit_batch(service, job.job_id, item[0], on_match, item[1])
+
+
+async def _from_reader_process(job: ImportJob, marc_format: MarcFormat | None,
+                               ) -> AsyncIterator[tuple[marc.Batch, int]]:
+    """The file's batches read by a process of its own, at most two batches ahead."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue(maxsize=2)
+    reader = context.Process(target=marc.read_into, daemon=True, name=f"import-{job.job_id}",
+                             args=(queue, job.spool_path, marc_format, job.records_done,
+                                   IMPORT_BATCH))
+    reader.start()
+    try:
+        while True:
+            try:
+                kind, payload, done = await asyncio.to_thread(queue.get, True, 5.0)
+            except Empty:
+                if not reader.is_alive():
+                    raise RuntimeError(f"the reader process ended ({reader.exitcode}) "
+                                       "before the file did") from None
+                continue
+            if kind == "end":
+                return
+            if kind == "not_marc":
+                raise NotMarc(payload)
+            if kind == "error":
+                raise RuntimeError(payload)
+            yield payload, done
+    finally:
+        if reader.is_alive():
+            reader.terminate()
+        await asyncio.to_thread(reader.join, 5.0)
 
 
 async def _commit_batch(service: Service, job_id: str,

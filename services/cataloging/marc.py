@@ -35,11 +35,12 @@ reason that says so.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import io
 import itertools
 import re
 from collections.abc import Iterator
-from typing import BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 from xml.parsers import expat
 
 from pymarc import Field, Indicators, Record
@@ -183,8 +184,9 @@ def _as_marc(record: Record) -> bytes | None:
     return data if len(data) <= MAX_RECORD else None  # longer has no ISO 2709 leader
 
 
-def bib_from_record(record: Record) -> domain.BibData | str:
-    """The bib data of one MARC 21 record, or why it can't make a bib."""
+def bib_from_record(record: Record, *, keep: bool = True) -> domain.BibData | str:
+    """The bib data of one MARC 21 record, or why it can't make a bib; `keep` adds the
+    record itself (written out by pymarc)."""
     title = domain.clean_marc_text(_first(record, ("245",), "a"))
     if title is None:
         return "no title in 245$a"
@@ -201,13 +203,14 @@ def bib_from_record(record: Record) -> domain.BibData | str:
         classification=classified[0] if classified else None,
         classification_scheme=classified[1] if classified else None,
         subjects=_all(record, ("650", "600", "610", "651"), "a"),
-        marc=_as_marc(record),
+        marc=_as_marc(record) if keep else None,
         holdings=_holdings(record, ("852", "952")),
     )
 
 
-def bib_from_unimarc(record: Record) -> domain.BibData | str:
-    """The bib data of one UNIMARC (CNMARC) record, or why it can't make a bib."""
+def bib_from_unimarc(record: Record, *, keep: bool = True) -> domain.BibData | str:
+    """The bib data of one UNIMARC (CNMARC) record, or why it can't make a bib; `keep`
+    adds the record itself (written out by pymarc)."""
     title = domain.clean_marc_text(_first(record, ("200",), "a"))
     if title is None:
         return "no title in 200$a"
@@ -223,13 +226,15 @@ def bib_from_unimarc(record: Record) -> domain.BibData | str:
         classification=classified[0] if classified else None,
         classification_scheme=classified[1] if classified else None,
         subjects=_all(record, ("606", "600", "601", "607"), "a"),
-        marc=_as_marc(record),
+        marc=_as_marc(record) if keep else None,
         holdings=_holdings(record, ("905",)),
     )
 
 
-def _bib(record: Record, marc_format: MarcFormat) -> domain.BibData | str:
-    return bib_from_unimarc(record) if marc_format == "unimarc" else bib_from_record(record)
+def _bib(record: Record, marc_format: MarcFormat, *, keep: bool = True,
+         ) -> domain.BibData | str:
+    read = bib_from_unimarc if marc_format == "unimarc" else bib_from_record
+    return read(record, keep=keep)
 
 
 # --- the stream ------------------------------------------------------------------------------
@@ -304,7 +309,10 @@ def _bib_from_iso2709(raw: bytes, marc_format: MarcFormat) -> domain.BibData | s
         record.decode_marc(raw, to_unicode=True, force_utf8=unimarc)
     except Exception as exc:  # noqa: BLE001 — untrusted bytes: any failure rejects the record
         return f"unreadable record: {_describe(exc)}"
-    return _bib(record, marc_format)
+    bib = _bib(record, marc_format, keep=False)
+    # The record is kept as the agency sent it: the bytes read, not pymarc writing it again
+    # (which costs as much as reading it, and may not round-trip a MARC-8 record).
+    return dataclasses.replace(bib, marc=raw) if isinstance(bib, domain.BibData) else bib
 
 
 def split_records(stream: BinaryIO | Readable) -> Iterator[bytes]:
@@ -618,3 +626,38 @@ def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "unreadable"
     return str(exc) or type(exc).__name__
+
+
+# --- batches, for import jobs ------------------------------------------------------------------
+
+Batch = list[tuple[int, "domain.BibData | str"]]
+
+
+def batches(stream: BinaryIO, marc_format: MarcFormat | None, *, skip: int, size: int,
+            ) -> Iterator[tuple[Batch, int]]:
+    """(records with their positions in the file, bytes read so far), `size` at a time,
+    after the first `skip` records (a resumed job has them already)."""
+    records = enumerate(iter_marc(stream, marc_format))
+    for _ in itertools.islice(records, skip):
+        pass
+    while batch := list(itertools.islice(records, size)):
+        yield batch, stream.tell()
+
+
+def read_into(queue: Any, path: str, marc_format: MarcFormat | None, skip: int,
+              size: int) -> None:
+    """A reader process's work: put each batch of the file on `queue`, then ("end",).
+
+    Reading MARC is the CPU-heavy half of an import; in a process of its own it runs on
+    another core while the service writes the batch before. Errors go on the queue too,
+    as ("not_marc" | "error", message).
+    """
+    try:
+        with open(path, "rb") as stream:
+            for batch, done in batches(stream, marc_format, skip=skip, size=size):
+                queue.put(("batch", batch, done))
+        queue.put(("end", None, 0))
+    except NotMarc as exc:
+        queue.put(("not_marc", str(exc), 0))
+    except Exception as exc:  # noqa: BLE001 — reported to the job, which fails with it
+        queue.put(("error", f"{type(exc).__name__}: {exc}", 0))

@@ -422,6 +422,7 @@ async def test_an_import_goes_in_batches_and_can_keep_or_merge_what_it_matches(
     infra: Infra, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(imports, "IMPORT_BATCH", 2)
+    monkeypatch.setattr(imports, "READER_PROCESS_BYTES", 0)  # read by a process of its own
     settings = await new_env(infra)
     records = [marc_record(isbn, f"Title {n} /", "Author,", "Press,", "2001.")
                for n, isbn in enumerate(["9787020002207", "0306406152", None,

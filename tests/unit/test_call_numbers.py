@@ -152,3 +152,12 @@ def test_an_unknown_scheme_keeps_the_class_and_the_initial() -> None:
 )
 def test_is_provisional(mark: str, provisional: bool) -> None:
     assert domain.is_provisional(mark) is provisional
+
+
+def test_an_lc_number_that_carries_its_cutter_gets_no_second_one() -> None:
+    assert domain.shelf_mark(classification="QA47 .S6", scheme="lcc", author="Smith, John",
+                             title="Tables", year=1998) == "QA47 .S6 1998"
+    assert domain.shelf_mark(classification="PL2747.C5", scheme="lcc", author=None,
+                             title="Wei cheng", year=None) == "PL2747.C5"
+    assert domain.shelf_mark(classification="QA76", scheme="lcc", author="Knuth, Donald",
+                             title="TAOCP", year=1968).startswith("QA76 K")
