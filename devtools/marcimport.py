@@ -95,9 +95,18 @@ async def _multipart(chunks: Iterator[bytes], filename: str, boundary: str,
     """A multipart/form-data body with one file field, produced as `chunks` are read."""
     yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
            f"filename=\"{filename}\"\r\nContent-Type: application/marc\r\n\r\n").encode()
-    for chunk in chunks:
-        sent[0] += len(chunk)
-        yield chunk
+    pending: list[bytes] = []
+    size = 0
+    for chunk in chunks:  # records, joined into writes of about 1 MiB
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= 1024 * 1024:
+            sent[0] += size
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        sent[0] += size
+        yield b"".join(pending)
     yield f"\r\n--{boundary}--\r\n".encode()
 
 

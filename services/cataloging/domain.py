@@ -190,6 +190,28 @@ def apply_match(bib: Description, record: Description, on_match: OnMatch,
     return ("kept" if merged == bib else "merged"), merged
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A record with what matching and the search index derive from it, worked out once
+    (by an import's reader process, off the service's core)."""
+
+    data: BibData
+    isbn: Isbn | None
+    key: str | None
+    search_text: str
+
+
+def search_text(title: str, author: str | None, subjects: tuple[str, ...] | list[str]) -> str:
+    """What search finds a bib by: its tokens (`search_tokens`) as one string."""
+    return " ".join(search_tokens(title, author, *subjects))
+
+
+def prepare(data: BibData) -> Prepared:
+    return Prepared(data, normalize_isbn(data.isbn), match_key(data.title, data.author,
+                                                               data.year),
+                    search_text(data.title, data.author, data.subjects))
+
+
 # --- barcodes -----------------------------------------------------------------------------
 
 BARCODE_PREFIX = "JX"

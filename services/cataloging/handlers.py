@@ -27,7 +27,6 @@ from services.cataloging.models import (
     SCHEMA,
     Bib,
     ClassSerial,
-    ImportLine,
     Item,
     Site,
 )
@@ -128,7 +127,7 @@ def _announce_bib(uow: UnitOfWork, bib: Bib, cause: Envelope | None) -> None:
 
 
 def search_text(d: domain.Description | domain.BibData) -> str:
-    return " ".join(domain.search_tokens(d.title, d.author, *d.subjects))
+    return domain.search_text(d.title, d.author, d.subjects)
 
 
 def _describe(bib: Bib) -> domain.Description:
@@ -427,7 +426,8 @@ async def on_site_upserted(uow: UnitOfWork, env: Envelope, data: SiteUpserted) -
 
 @dataclass
 class _BibState:
-    """A bib an import batch matched or made, as it will be written."""
+    """A bib an import batch matched or made, as it will be written (with its match key
+    and search text, once they are known for its description)."""
 
     bib_id: str
     isbn13: str | None
@@ -435,6 +435,18 @@ class _BibState:
     description: domain.Description
     new: bool
     changed: bool = False
+    key: str | None = None
+    text: str | None = None
+
+    def describe(self, description: domain.Description, like: domain.Prepared) -> None:
+        """Take a new description; key and text are the record's when it is the record's."""
+        if description == domain.Description.of(like.data):
+            self.key, self.text = like.key, like.search_text
+        elif description != self.description:
+            self.key = domain.match_key(description.title, description.author,
+                                        description.year)
+            self.text = search_text(description)
+        self.description = description
 
 
 @dataclass
@@ -447,7 +459,7 @@ class ImportResult:
     kept: int = 0
     rejected: int = 0
     items_created: int = 0
-    lines: list[ImportLine] = field(default_factory=list)
+    lines: int = 0
 
     def count(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
@@ -475,23 +487,25 @@ WHERE b.bib_id = v.bib_id
 """
 
 
-async def import_batch(uow: SqlUnitOfWork, records: Sequence[tuple[int, domain.BibData | str]],
-                       *, on_match: domain.OnMatch, job_id: str | None = None) -> ImportResult:
+async def import_batch(
+    uow: SqlUnitOfWork, records: Sequence[tuple[int, domain.Prepared | domain.BibData | str]],
+    *, on_match: domain.OnMatch, job_id: str | None = None,
+) -> ImportResult:
     """Match, create and update the bibs of one batch of records, set-based.
 
     One locked SELECT finds every bib the batch's ISBNs and title keys match; new bibs go
     in by COPY, changed ones by one UPDATE over arrays, report lines by COPY: a few round
     trips per batch whatever its size. Records matching each other within the batch meet
     in one bib. Holdings in the records become catalogued items (`import_holdings`).
+    A string in place of a record is why it could not be read (a rejection).
     """
     result = ImportResult()
-    parsed = [(pos, r, domain.normalize_isbn(r.isbn),
-               domain.match_key(r.title, r.author, r.year))
-              for pos, r in records if isinstance(r, domain.BibData)]
+    parsed = [(pos, r if isinstance(r, domain.Prepared) else domain.prepare(r))
+              for pos, r in records if not isinstance(r, str)]
     by_isbn: dict[str, _BibState] = {}
     by_key: dict[str, _BibState] = {}
-    isbns = sorted({i.value for _, _, i, _ in parsed if i is not None})
-    keys = sorted({k for _, _, _, k in parsed if k is not None})
+    isbns = sorted({p.isbn.value for _, p in parsed if p.isbn is not None})
+    keys = sorted({p.key for _, p in parsed if p.key is not None})
     if isbns or keys:
         found = await uow.session.execute(
             sa_select(_BIB).where(or_(_BIB.c.isbn13 == any_(literal(isbns, ARRAY(String))),
@@ -502,7 +516,7 @@ async def import_batch(uow: SqlUnitOfWork, records: Sequence[tuple[int, domain.B
                 title=row.title, author=row.author, publisher=row.publisher, year=row.year,
                 language=row.language, classification=row.classification,
                 classification_scheme=row.classification_scheme,
-                subjects=tuple(row.subjects), marc=row.marc), new=False)
+                subjects=tuple(row.subjects), marc=row.marc), new=False, key=row.match_key)
             if row.isbn13 is not None:
                 by_isbn[row.isbn13] = known
             if row.match_key is not None:
@@ -515,35 +529,36 @@ async def import_batch(uow: SqlUnitOfWork, records: Sequence[tuple[int, domain.B
         if isinstance(record, str):
             outcome_of[pos] = ("rejected", None, None)
             notes[pos] = record
-    for pos, record, isbn, key in parsed:
+    for pos, prepared in parsed:
+        isbn, key = prepared.isbn, prepared.key
         state: _BibState | None = None
         matched_by: str | None = None
         if isbn is not None and isbn.value in by_isbn:
             state, matched_by = by_isbn[isbn.value], "isbn"
         elif key is not None and key in by_key and (isbn is None or by_key[key].isbn13 is None):
             state, matched_by = by_key[key], "title"
-        incoming = domain.Description.of(record)
+        incoming = domain.Description.of(prepared.data)
         if state is None:
             state = _BibState(new_id(), isbn.value if isbn else None,
-                              isbn.valid if isbn else False, incoming, new=True)
+                              isbn.valid if isbn else False, incoming, new=True, key=key,
+                              text=prepared.search_text)
             outcome: str = "created"
         else:
-            outcome, state.description = domain.apply_match(state.description, incoming,
-                                                            on_match)
+            outcome, described = domain.apply_match(state.description, incoming, on_match)
+            state.describe(described, prepared)
             if state.isbn13 is None and isbn is not None:
                 state.isbn13, state.isbn_valid = isbn.value, isbn.valid
                 outcome = "merged" if outcome == "kept" else outcome
             state.changed = state.changed or outcome != "kept"
         if state.isbn13 is not None:
             by_isbn.setdefault(state.isbn13, state)
-        if (k := domain.match_key(state.description.title, state.description.author,
-                                  state.description.year)) is not None:
-            by_key.setdefault(k, state)
+        if state.key is not None:
+            by_key.setdefault(state.key, state)
         if key is not None:
             by_key.setdefault(key, state)
         touched[state.bib_id] = state
         outcome_of[pos] = (outcome, state, matched_by)
-        for holding in record.holdings:
+        for holding in prepared.data.holdings:
             if holding.barcode or outcome == "created":
                 holdings.append((pos, state, holding))
             else:  # sent again, it would be a second copy: nothing tells them apart
@@ -558,25 +573,27 @@ async def import_batch(uow: SqlUnitOfWork, records: Sequence[tuple[int, domain.B
             _announce_state(uow, state)
     if holdings:
         result.items_created = await import_holdings(uow, holdings, notes)
+    lines = []
     for pos in sorted(outcome_of):
         happened, made, by = outcome_of[pos]
         result.count(happened)
-        if job_id is not None:
-            result.lines.append(ImportLine(job_id=job_id, position=pos, outcome=happened,
-                                           bib_id=made.bib_id if made else None,
-                                           matched_by=by, reason=notes.get(pos)))
-    if result.lines:
-        await _copy(uow, "importline", _LINE_COLUMNS,
-                    [tuple(getattr(line, c) for c in _LINE_COLUMNS) for line in result.lines])
+        lines.append((job_id, pos, happened, made.bib_id if made else None, by,
+                      notes.get(pos)))
+    if job_id is not None and lines:
+        await _copy(uow, "importline", _LINE_COLUMNS, lines)
+        result.lines = len(lines)
     return result
 
 
 def _announce_state(uow: UnitOfWork, state: _BibState) -> None:
     d = state.description
-    uow.emit(BibUpserted(bib_id=state.bib_id, isbns=[state.isbn13] if state.isbn13 else [],
-                         title=d.title, author=d.author, publisher=d.publisher, year=d.year,
-                         language=d.language, classification=d.classification,
-                         subjects=list(d.subjects) or None), subject=state.bib_id)
+    # Built from a description already checked, so not validated again: an import
+    # announces every bib it makes or changes.
+    uow.emit(BibUpserted.model_construct(
+        bib_id=state.bib_id, isbns=[state.isbn13] if state.isbn13 else [], title=d.title,
+        author=d.author, publisher=d.publisher, year=d.year, language=d.language,
+        classification=d.classification, subjects=list(d.subjects) or None),
+        subject=state.bib_id)
 
 
 async def _driver(uow: SqlUnitOfWork) -> Any:
@@ -598,7 +615,7 @@ async def _write_bibs(uow: SqlUnitOfWork, new: list[_BibState],
         await _copy(uow, "bib", _BIB_COLUMNS, [
             (s.bib_id, s.isbn13, s.isbn_valid, d.title, d.author, d.publisher, d.year,
              d.language, d.classification, d.classification_scheme, json.dumps(d.subjects),
-             search_text(d), domain.match_key(d.title, d.author, d.year), d.marc, now)
+             s.text if s.text is not None else search_text(d), s.key, d.marc, now)
             for s in new if (d := s.description)])
     if changed:
         columns: list[list[Any]] = [[] for _ in range(15)]
@@ -607,8 +624,8 @@ async def _write_bibs(uow: SqlUnitOfWork, new: list[_BibState],
             for column, value in zip(columns, (
                     s.bib_id, s.isbn13, s.isbn_valid, d.title, d.author, d.publisher, d.year,
                     d.language, d.classification, d.classification_scheme,
-                    json.dumps(d.subjects), search_text(d),
-                    domain.match_key(d.title, d.author, d.year), d.marc, now), strict=True):
+                    json.dumps(d.subjects), s.text if s.text is not None else search_text(d),
+                    s.key, d.marc, now), strict=True):
                 column.append(value)
         await (await _driver(uow)).execute(_UPDATE_BIBS, *columns)
 

@@ -163,7 +163,7 @@ async def _from_reader_process(job: ImportJob, marc_format: MarcFormat | None,
 
 
 async def _commit_batch(service: Service, job_id: str,
-                        batch: list[tuple[int, domain.BibData | str]],
+                        batch: marc.Batch,
                         on_match: domain.OnMatch, bytes_read: int) -> None:
     for attempt in range(1, ATTEMPTS + 1):
         try:

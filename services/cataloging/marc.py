@@ -630,18 +630,20 @@ def _describe(exc: BaseException | None) -> str:
 
 # --- batches, for import jobs ------------------------------------------------------------------
 
-Batch = list[tuple[int, "domain.BibData | str"]]
+Batch = list[tuple[int, "domain.Prepared | str"]]
 
 
 def batches(stream: BinaryIO, marc_format: MarcFormat | None, *, skip: int, size: int,
             ) -> Iterator[tuple[Batch, int]]:
     """(records with their positions in the file, bytes read so far), `size` at a time,
-    after the first `skip` records (a resumed job has them already)."""
+    after the first `skip` records (a resumed job has them already). Each readable record
+    comes prepared for matching (domain.prepare)."""
     records = enumerate(iter_marc(stream, marc_format))
     for _ in itertools.islice(records, skip):
         pass
-    while batch := list(itertools.islice(records, size)):
-        yield batch, stream.tell()
+    while chunk := list(itertools.islice(records, size)):
+        yield ([(pos, r if isinstance(r, str) else domain.prepare(r)) for pos, r in chunk],
+               stream.tell())
 
 
 def read_into(queue: Any, path: str, marc_format: MarcFormat | None, skip: int,
