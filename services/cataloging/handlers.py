@@ -545,11 +545,14 @@ async def import_batch(
             outcome: str = "created"
         else:
             outcome, described = domain.apply_match(state.description, incoming, on_match)
+            differs = described != state.description
             state.describe(described, prepared)
             if state.isbn13 is None and isbn is not None:
                 state.isbn13, state.isbn_valid = isbn.value, isbn.valid
-                outcome = "merged" if outcome == "kept" else outcome
-            state.changed = state.changed or outcome != "kept"
+                outcome, differs = ("merged" if outcome == "kept" else outcome), True
+            # A record overlaid with what the bib says already changes nothing: no write,
+            # no event (a file sent twice costs a lookup per record).
+            state.changed = state.changed or differs
         if state.isbn13 is not None:
             by_isbn.setdefault(state.isbn13, state)
         if state.key is not None:
@@ -653,6 +656,12 @@ async def import_holdings(uow: SqlUnitOfWork,
             problem = f"holding at unknown branch {holding.branch!r} skipped"
         elif holding.barcode and holding.barcode in taken_codes:
             problem = f"holding {holding.barcode!r} skipped: that barcode is already an item"
+        elif holding.barcode and holding.barcode.startswith(domain.BARCODE_PREFIX):
+            # The network's own series comes from the sequence alone: a legacy code in it
+            # would one day meet a new item's barcode.
+            problem = (f"holding {holding.barcode!r} skipped: barcodes starting "
+                       f"{domain.BARCODE_PREFIX} are the network's own series; leave the "
+                       "barcode out to have one given")
         if problem:
             notes[pos] = f"{notes[pos]}; {problem}" if pos in notes else problem
             continue

@@ -232,13 +232,15 @@ async def test_holdings_in_imported_records_become_items_on_their_branch_shelves
                         "Academic Press,", "1998."), "952",
             [("a", "JX-HN-01"), ("p", "HN0001"), ("o", "QA47 .S6")],
             [("a", "JX-TX-01"), ("o", "QA47 .S6 c.2")],
-            [("a", "JX-NOWHERE"), ("p", "NW0001")])
+            [("a", "JX-NOWHERE"), ("p", "NW0001")],
+            [("a", "JX-HN-01"), ("p", "JX0000000018")])
         cn = with_holdings(cnmarc_record("978-7-02-002475-9", "围城", "钱锺书", "人民文学出版社",
                                          "1991"), "905",
                            [("a", "JX-TX-01"), ("b", "TX0001"), ("d", "I247.5"), ("e", "Q1")])
         job, lines = await run_import(client, marc_file(koha), "koha.mrc")
         assert counts(job) == (1, 0, 0, 0, 0) and job["items_created"] == 2
         assert "unknown branch 'JX-NOWHERE'" in lines[0]["reason"]
+        assert "the network's own series" in lines[0]["reason"]
         job, lines = await run_import(client, marc_file(cn), "cn.mrc", format="unimarc")
         assert job["items_created"] == 1
 
