@@ -140,19 +140,15 @@ async def load(dsn: str, n: int) -> float:
 
 
 RAW_SQL = """
-WITH candidates AS (
-    SELECT bib_id FROM cataloging.bib WHERE lower(title) = $3
-    UNION
-    (SELECT bib_id FROM cataloging.bib
-     WHERE classification LIKE $2
-        OR to_tsvector('simple'::regconfig, search_text) @@ to_tsquery('simple'::regconfig, $1)
-     LIMIT 1000)
-)
-SELECT b.bib_id FROM cataloging.bib b JOIN candidates USING (bib_id)
-ORDER BY lower(b.title) = $3 DESC,
-         ts_rank(to_tsvector('simple'::regconfig, b.search_text),
-                 to_tsquery('simple'::regconfig, $1)) DESC, b.title, b.bib_id
-LIMIT 20
+SELECT bib_id, lower(title) = $3 AS exact, title,
+       array_length(string_to_array(search_text, ' '), 1) AS size
+FROM cataloging.bib WHERE lower(title) = $3
+UNION
+(SELECT bib_id, lower(title) = $3, title, array_length(string_to_array(search_text, ' '), 1)
+ FROM cataloging.bib
+ WHERE classification LIKE $2
+    OR to_tsvector('simple'::regconfig, search_text) @@ to_tsquery('simple'::regconfig, $1)
+ LIMIT 1000)
 """
 
 

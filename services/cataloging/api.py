@@ -14,7 +14,6 @@ from sqlalchemy import (
     ColumnElement,
     String,
     any_,
-    case,
     exists,
     func,
     literal,
@@ -248,29 +247,33 @@ async def search(
     loose: list[ColumnElement[bool]] = [
         col(Bib.classification).like(_like_prefix(term.upper()), escape="\\"),  # I247.5
     ]
-    rank: list[ColumnElement[Any]] = []
     words = domain.search_query(term)
     if words is not None:  # the same expression as the GIN index, so the index answers
         vector = func.to_tsvector(SIMPLE, col(Bib.search_text))
         query = func.to_tsquery(SIMPLE, words)
         loose.append(vector.op("@@")(query))
-        rank.append(func.ts_rank(vector, query).desc())
     filters = [_holds_copy(branch, available)] if branch is not None or available is not None \
         else []
     # A GIN scan builds the bitmap of every match before LIMIT applies; for a word in a
     # tenth of the catalogue that is most of the time. Postgres' own soft cap makes the
     # index hand back a sample of that size instead (a no-op for rarer words).
     await session.execute(text(f"SET LOCAL gin_fuzzy_search_limit = {GIN_SAMPLE}"))
-    # The matches are read once (ids only) and ranked, counted and faceted from that list.
-    matched = list((await session.execute(union(
-        sa_select(col(Bib.bib_id)).where(or_(*exact), *filters),
-        sa_select(col(Bib.bib_id)).where(or_(*loose), *filters).limit(CANDIDATES),
-    ))).scalars())
-    exact_first = case((or_(*exact), 0), else_=1)
-    bibs = (await session.exec(
-        select(Bib).where(_one_of(col(Bib.bib_id), matched))
-        .order_by(exact_first, *rank, col(Bib.title), col(Bib.bib_id)).limit(limit)
-    )).all() if matched else []
+    # The matches are read once — id, whether exact, title and how many tokens it is
+    # indexed by — then ranked here: exact hits first, then the titles the query makes up
+    # most of (fewest tokens: "三国志" before "三国演义白鹿原"), then by title.
+    is_exact = or_(*exact).label("exact")
+    size = func.array_length(func.string_to_array(col(Bib.search_text), " "), 1)
+    rows = (await session.execute(union(
+        sa_select(col(Bib.bib_id), is_exact, col(Bib.title), size).where(or_(*exact), *filters),
+        sa_select(col(Bib.bib_id), is_exact, col(Bib.title), size)
+        .where(or_(*loose), *filters).limit(CANDIDATES),
+    ))).all()
+    ranked = sorted(rows, key=lambda r: (not r[1], r[3] or 0, r[2], r[0]))
+    matched = [r[0] for r in ranked]
+    top = matched[:limit]
+    found = {b.bib_id: b for b in (await session.exec(
+        select(Bib).where(_one_of(col(Bib.bib_id), top)))).all()} if top else {}
+    bibs = [found[i] for i in top if i in found]
     return SearchResults(query=term, **await _facets(session, matched, branch),
                          results=await _with_holdings(session, bibs))
 
@@ -283,31 +286,30 @@ def _one_of(column: Any, values: list[str]) -> ColumnElement[bool]:
 
 async def _facets(session: AsyncSession, matched: list[str], branch: str | None,
                   ) -> dict[str, Any]:
-    """Titles per owning branch and titles with a copy on a shelf, over every match."""
-    total = len(matched)
-    if not matched:
-        return {"total": 0, "facets": Facets(
-            branches=[], availability=AvailabilityFacet(available=0, unavailable=0))}
-    per_branch = (await session.execute(
-        sa_select(col(Item.owning_branch), func.count(func.distinct(col(Item.bib_id))))
-        .where(_one_of(col(Item.bib_id), matched), col(Item.withdrawn_at).is_(None))
-        .group_by(col(Item.owning_branch))
-        .order_by(func.count(func.distinct(col(Item.bib_id))).desc(), col(Item.owning_branch))
-    )).all()
-    shelf = [_one_of(col(Item.bib_id), matched), col(Item.status) == "available"]
-    if branch is not None:
-        shelf.append(col(Item.site) == branch)
-    on_shelf = (await session.execute(
-        sa_select(func.count(func.distinct(col(Item.bib_id)))).where(*shelf))).scalar_one()
+    """Titles per owning branch and titles with a copy on a shelf, over every match: the
+    matches' copies read in one query and counted here."""
+    owners: dict[str, set[str]] = {}
+    on_shelf: set[str] = set()
+    if matched:
+        copies = await session.execute(
+            sa_select(col(Item.bib_id), col(Item.owning_branch), col(Item.status),
+                      col(Item.site))
+            .where(_one_of(col(Item.bib_id), matched), col(Item.withdrawn_at).is_(None)))
+        for bib_id, owner, state, site in copies:
+            owners.setdefault(owner, set()).add(bib_id)
+            if state == "available" and (branch is None or site == branch):
+                on_shelf.add(bib_id)
     names: dict[str, str] = {}
-    if per_branch:
+    if owners:
         rows = await session.exec(select(Site.code, Site.name).where(
-            col(Site.code).in_([code for code, _ in per_branch])))
+            col(Site.code).in_(list(owners))))
         names = dict(rows.all())
-    return {"total": total, "facets": Facets(
-        branches=[BranchFacet(branch=code, name=names.get(code), titles=n)
-                  for code, n in per_branch],
-        availability=AvailabilityFacet(available=on_shelf, unavailable=total - on_shelf))}
+    per_branch = sorted(owners.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return {"total": len(matched), "facets": Facets(
+        branches=[BranchFacet(branch=code, name=names.get(code), titles=len(bibs))
+                  for code, bibs in per_branch],
+        availability=AvailabilityFacet(available=len(on_shelf),
+                                       unavailable=len(matched) - len(on_shelf)))}
 
 
 # --- imports ----------------------------------------------------------------------------
