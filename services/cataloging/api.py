@@ -12,18 +12,14 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile, status
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import (
     ColumnElement,
-    String,
-    any_,
     exists,
     func,
-    literal,
     literal_column,
     or_,
     text,
     union,
 )
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -33,6 +29,7 @@ from services.cataloging.marc import MarcFormat
 from services.cataloging.models import Bib, ImportJob, ImportLine, Item, Site
 from shared.contracts import new_id, utcnow
 from shared.errors import Invalid, NotFound
+from shared.messaging.unit_of_work import one_of
 from shared.service.app import BODY_LIMIT_KEY, ServiceDep, SessionDep
 from shared.service.auth import Principal, current_principal, require
 
@@ -272,16 +269,10 @@ async def search(
     matched = [r[0] for r in ranked]
     top = matched[:limit]
     found = {b.bib_id: b for b in (await session.exec(
-        select(Bib).where(_one_of(col(Bib.bib_id), top)))).all()} if top else {}
+        select(Bib).where(one_of(col(Bib.bib_id), top)))).all()} if top else {}
     bibs = [found[i] for i in top if i in found]
     return SearchResults(query=term, **await _facets(session, matched, branch),
                          results=await _with_holdings(session, bibs))
-
-
-def _one_of(column: Any, values: list[str]) -> ColumnElement[bool]:
-    """`column = ANY(array)`: one parameter for a list of any length."""
-    found: ColumnElement[bool] = column == any_(literal(values, ARRAY(String)))
-    return found
 
 
 async def _facets(session: AsyncSession, matched: list[str], branch: str | None,
@@ -294,7 +285,7 @@ async def _facets(session: AsyncSession, matched: list[str], branch: str | None,
         copies = await session.execute(
             sa_select(col(Item.bib_id), col(Item.owning_branch), col(Item.status),
                       col(Item.site))
-            .where(_one_of(col(Item.bib_id), matched), col(Item.withdrawn_at).is_(None)))
+            .where(one_of(col(Item.bib_id), matched), col(Item.withdrawn_at).is_(None)))
         for bib_id, owner, state, site in copies:
             owners.setdefault(owner, set()).add(bib_id)
             if state == "available" and (branch is None or site == branch):

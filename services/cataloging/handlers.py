@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import String, any_, literal, or_, text
+from sqlalchemy import or_, text
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -37,7 +36,7 @@ from shared.contracts.circulation import ItemStatusChanged
 from shared.contracts.logistics import SiteUpserted
 from shared.errors import Conflict, NotFound
 from shared.messaging.consumer import Handlers
-from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
+from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork, one_of
 
 log = logging.getLogger(__name__)
 
@@ -295,11 +294,12 @@ async def _queued(uow: UnitOfWork, barcodes: Sequence[str]) -> dict[str, tuple[I
     """The items (locked) and their bibs; raises NotFound naming an unknown barcode."""
     items = uow.repo(Item)
     await items.load(barcodes, lock=True)
+    found = {b: item for b in barcodes if (item := await items.get(b)) is not None}
+    if missing := [b for b in barcodes if b not in found]:
+        raise NotFound(f"no item with barcode {missing[0]!r}")
+    await uow.repo(Bib).load({item.bib_id for item in found.values()})  # one query
     out: dict[str, tuple[Item, Bib]] = {}
-    for barcode in barcodes:
-        item = await items.get(barcode)
-        if item is None:
-            raise NotFound(f"no item with barcode {barcode!r}")
+    for barcode, item in found.items():
         bib = await uow.repo(Bib).get(item.bib_id)
         assert bib is not None  # foreign key
         out[barcode] = (item, bib)
@@ -332,10 +332,11 @@ async def print_labels(uow: UnitOfWork, barcodes: Sequence[str],
     label to print yet."""
     printed, refused = [], []
     for barcode, (item, bib) in (await _queued(uow, barcodes)).items():
-        await _give_call_number(uow, item, bib)
         if item.withdrawn_at is not None:
             refused.append(Refusal(barcode, "withdrawn"))
-        elif domain.is_provisional(item.call_number):
+            continue
+        await _give_call_number(uow, item, bib)
+        if domain.is_provisional(item.call_number):
             refused.append(Refusal(barcode, "lacks call_number: classify the title (import "
                                             "its full record) or set the call number"))
         else:
@@ -508,8 +509,8 @@ async def import_batch(
     keys = sorted({p.key for _, p in parsed if p.key is not None})
     if isbns or keys:
         found = await uow.session.execute(
-            sa_select(_BIB).where(or_(_BIB.c.isbn13 == any_(literal(isbns, ARRAY(String))),
-                                      _BIB.c.match_key == any_(literal(keys, ARRAY(String)))))
+            sa_select(_BIB).where(or_(one_of(_BIB.c.isbn13, isbns),
+                                      one_of(_BIB.c.match_key, keys)))
             .order_by(_BIB.c.bib_id).with_for_update())
         for row in found:
             known = _BibState(row.bib_id, row.isbn13, row.isbn_valid, domain.Description(

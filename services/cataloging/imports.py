@@ -43,6 +43,10 @@ STALE_AFTER = timedelta(seconds=60)
 ATTEMPTS = 3
 
 
+class TakenOver(Exception):
+    """The job moved on without this runner (another process claimed it as stale)."""
+
+
 def spool_dir(service: Service) -> Path:
     """Where uploads wait for their job: IMPORT_SPOOL_DIR, else under the state dir."""
     configured = service.settings.import_spool_dir
@@ -101,6 +105,16 @@ async def run(service: Service, job_id: str) -> None:
         log.info("import job done", extra={"job_id": job_id})
     except asyncio.CancelledError:
         raise  # the service is stopping: the job is resumed later from its last batch
+    except TakenOver:
+        # This runner stalled past STALE_AFTER and another one has the job now: it goes
+        # on from where the job is and needs the spooled file, so nothing is touched.
+        log.warning("import job taken over by another runner", extra={"job_id": job_id})
+        return
+    except FileNotFoundError:
+        await _finish(service, job_id, status="failed",
+                      error=f"the uploaded file is not in this replica's spool folder "
+                            f"({path.parent}): replicas must share IMPORT_SPOOL_DIR. "
+                            "Upload the file again")
     except NotMarc as exc:
         await _finish(service, job_id, status="failed", error=f"file: {exc}")
     except Exception as exc:
@@ -171,8 +185,8 @@ async def _commit_batch(service: Service, job_id: str,
                 job = (await uow.session.exec(
                     select(ImportJob).where(col(ImportJob.job_id) == job_id)
                     .with_for_update())).one()
-                if job.records_done > batch[0][0]:
-                    return  # another process took the job over and did this batch
+                if job.status != "running" or job.records_done != batch[0][0]:
+                    raise TakenOver(job_id)  # another runner is ahead or has ended it
                 result = await handlers.import_batch(uow, batch, on_match=on_match,
                                                      job_id=job_id)
                 job.records_done = batch[-1][0] + 1

@@ -86,7 +86,8 @@ class Repository(abc.ABC, Generic[M]):
 IN_LIST_LIMIT = 1_000
 
 
-def _one_of(column: Any, values: Collection[Any]) -> Any:
+def one_of(column: Any, values: Collection[Any]) -> Any:
+    """`column IN (...)` for a short list, `column = ANY($1)` for a long one."""
     if len(values) <= IN_LIST_LIMIT:
         return column.in_(values)
     return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
@@ -113,7 +114,7 @@ class SqlRepository(Repository[M]):
         if not missing:
             return
         column = col(getattr(self.model, self.pk))
-        query = select(self.model).where(_one_of(column, missing))
+        query = select(self.model).where(one_of(column, missing))
         if lock:
             query = query.order_by(column).with_for_update()
         rows = (await self.session.exec(query)).all()
@@ -127,7 +128,7 @@ class SqlRepository(Repository[M]):
         missing = {v for v in wanted if v not in known}  # not `wanted - known.keys()`: O(known)
         if missing:
             column = col(getattr(self.model, field))
-            query = select(self.model).where(_one_of(column, missing))
+            query = select(self.model).where(one_of(column, missing))
             if lock:
                 query = query.order_by(col(getattr(self.model, self.pk))).with_for_update()
             rows = (await self.session.exec(query)).all()

@@ -4,7 +4,9 @@ and an import job that survives its process."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -355,3 +357,33 @@ async def test_real_chinese_titles_are_found_by_their_whole_title_and_every_two_
                 searches += 1
                 missed += bib_id not in [h["bib_id"] for h in r.json()["results"]]
         assert searches > 600 and missed == 0
+
+
+async def test_a_runner_whose_job_was_taken_over_stops_and_leaves_it_alone(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A runner that stalled past the heartbeat finds the job moved on: it stops without
+    marking the job done and without deleting the spooled file the new runner reads."""
+    monkeypatch.setattr(imports, "IMPORT_BATCH", 50)
+    settings = await new_env(infra)
+    data = marc_file(*[marc_record(None, f"Book number {n} /", "Author,", "Press,", "2001.")
+                       for n in range(2_000)])
+    async with running_service(SPEC, settings) as client:
+        r = await client.post("/imports", files={"file": ("big.mrc", data)}, headers=CAT)
+        job_id = r.json()["job_id"]
+
+        async def started() -> bool:
+            job = (await client.get(f"/imports/{job_id}", headers=CAT)).json()
+            return bool(job["records_done"] > 0)
+        await eventually(started, interval=0.01, what="a batch committed")
+        async with client.service.engine.begin() as c:  # another runner's progress
+            spool = (await c.execute(text(
+                "UPDATE cataloging.importjob SET records_done = records_done + 7 "
+                "WHERE job_id = :id RETURNING spool_path"), {"id": job_id})).scalar_one()
+
+        async def stopped() -> bool:
+            return not client.service.background
+        await eventually(stopped, what="the runner stopped")
+        job = (await client.get(f"/imports/{job_id}", headers=CAT)).json()
+        assert job["status"] == "running" and job["records_done"] < 2_000
+        assert await asyncio.to_thread(Path(spool).exists)
