@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile, status
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import (
     ColumnElement,
-    exists,
     func,
     literal_column,
     or_,
@@ -26,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.cataloging import domain, handlers, imports
 from services.cataloging.marc import MarcFormat
-from services.cataloging.models import Bib, ImportJob, ImportLine, Item, Site
+from services.cataloging.models import Bib, ImportJob, ImportLine, Item, Site, bib_table
 from shared.contracts import new_id, utcnow
 from shared.errors import Invalid, NotFound
 from shared.messaging.unit_of_work import one_of
@@ -120,29 +119,27 @@ def _bib_view(bib: Bib) -> BibView:
 
 
 async def _with_holdings(session: AsyncSession, bibs: Sequence[Bib]) -> list[BibWithHoldings]:
-    """Per-branch counts for these bibs in two grouped queries, whatever their number."""
+    """Per-branch counts for these bibs from one grouped read of their copies (with the
+    sites' names), whatever their number."""
     ids = [b.bib_id for b in bibs]
     counts: dict[str, dict[str, list[int]]] = {i: {} for i in ids}
-    if ids:
-        owned = await session.exec(
-            select(Item.bib_id, Item.owning_branch, func.count())
-            .where(col(Item.bib_id).in_(ids), col(Item.status) != "withdrawn")
-            .group_by(col(Item.bib_id), col(Item.owning_branch))
-        )
-        for bib_id, branch, n in owned:
-            counts[bib_id].setdefault(branch, [0, 0])[0] = n
-        on_shelf = await session.exec(
-            select(Item.bib_id, Item.site, func.count())
-            .where(col(Item.bib_id).in_(ids), col(Item.status) == "available")
-            .group_by(col(Item.bib_id), col(Item.site))
-        )
-        for bib_id, site, n in on_shelf:
-            counts[bib_id].setdefault(site, [0, 0])[1] = n
-    codes = {code for per_bib in counts.values() for code in per_bib}
     names: dict[str, str] = {}
-    if codes:
-        rows = await session.exec(select(Site.code, Site.name).where(col(Site.code).in_(codes)))
-        names = dict(rows.all())
+    if ids:
+        owner, shelf = aliased(Site), aliased(Site)
+        copies = await session.execute(
+            sa_select(col(Item.bib_id), col(Item.owning_branch), col(owner.name),
+                      col(Item.site), col(shelf.name), col(Item.status), func.count())
+            .outerjoin(owner, col(owner.code) == col(Item.owning_branch))
+            .outerjoin(shelf, col(shelf.code) == col(Item.site))
+            .where(col(Item.bib_id).in_(ids), col(Item.status) != "withdrawn")
+            .group_by(col(Item.bib_id), col(Item.owning_branch), col(owner.name),
+                      col(Item.site), col(shelf.name), col(Item.status)))
+        for bib_id, code, code_name, site, site_name, state, n in copies.all():
+            counts[bib_id].setdefault(code, [0, 0])[0] += n
+            names[code] = code_name
+            if state == "available":
+                counts[bib_id].setdefault(site, [0, 0])[1] += n
+                names[site] = site_name
     out = []
     for bib in bibs:
         per_branch = [
@@ -198,20 +195,19 @@ def _like_prefix(term: str) -> str:
     return f"{_escaped(term)}%"
 
 
-def _holds_copy(branch: str | None, available: bool | None) -> ColumnElement[bool]:
-    """The bib has a copy at `branch` (owned there or on its shelf) / on a shelf now."""
-    item = aliased(Item)
-    conditions: list[ColumnElement[bool]] = [col(item.bib_id) == col(Bib.bib_id),
-                                             col(item.withdrawn_at).is_(None)]
-    if available:
-        conditions.append(col(item.status) == "available")
-        if branch is not None:
-            conditions.append(col(item.site) == branch)
-    elif branch is not None:
-        conditions.append(or_(col(item.owning_branch) == branch,
-                              (col(item.site) == branch) & (col(item.status) == "available")))
-    found = exists().where(*conditions)
-    return ~found if available is False else found
+SEARCH = bib_table.c
+
+
+def _holds_copy(branch: str | None, available: bool | None) -> list[ColumnElement[bool]]:
+    """The bib has a copy at `branch` (owned there or on its shelf) / on a shelf now, read
+    from the bib's own holdings summary (`owners`, `shelves`: see models)."""
+    if branch is None and available is None:
+        return []
+    if available is None:
+        return [or_(SEARCH.owners.contains([branch]), SEARCH.shelves.contains([branch]))]
+    on_shelf = (SEARCH.shelves.contains([branch]) if branch is not None
+                else func.cardinality(SEARCH.shelves) > 0)
+    return [on_shelf if available else ~on_shelf]
 
 
 @router.get("/search", response_model=SearchResults, tags=["bibs"])
@@ -237,70 +233,67 @@ async def search(
     # Exact hits (the ISBN, the whole title) always; the rest are the first CANDIDATES
     # rows the indexes give, ranked among themselves: a word shared by 100,000 titles
     # costs no more than one shared by 1,000 (refine the query to go further).
-    exact: list[ColumnElement[bool]] = [func.lower(col(Bib.title)) == term.lower()]
+    exact: list[ColumnElement[bool]] = [func.lower(SEARCH.title) == term.lower()]
     isbn = domain.normalize_isbn(term)
     if isbn is not None:
-        exact.append(col(Bib.isbn13) == isbn.value)
+        exact.append(SEARCH.isbn13 == isbn.value)
     loose: list[ColumnElement[bool]] = [
-        col(Bib.classification).like(_like_prefix(term.upper()), escape="\\"),  # I247.5
+        SEARCH.classification.like(_like_prefix(term.upper()), escape="\\"),  # I247.5
     ]
     words = domain.search_query(term)
-    if words is not None:  # the same expression as the GIN index, so the index answers
-        vector = func.to_tsvector(SIMPLE, col(Bib.search_text))
-        query = func.to_tsquery(SIMPLE, words)
-        loose.append(vector.op("@@")(query))
-    filters = [_holds_copy(branch, available)] if branch is not None or available is not None \
-        else []
-    # A GIN scan builds the bitmap of every match before LIMIT applies; for a word in a
-    # tenth of the catalogue that is most of the time. Postgres' own soft cap makes the
-    # index hand back a sample of that size instead (a no-op for rarer words).
-    await session.execute(text(f"SET LOCAL gin_fuzzy_search_limit = {GIN_SAMPLE}"))
-    # The matches are read once — id, whether exact, title and how many tokens it is
-    # indexed by — then ranked here: exact hits first, then the titles the query makes up
-    # most of (fewest tokens: "三国志" before "三国演义白鹿原"), then by title.
-    is_exact = or_(*exact).label("exact")
-    size = func.array_length(func.string_to_array(col(Bib.search_text), " "), 1)
-    rows = (await session.execute(union(
-        sa_select(col(Bib.bib_id), is_exact, col(Bib.title), size).where(or_(*exact), *filters),
-        sa_select(col(Bib.bib_id), is_exact, col(Bib.title), size)
-        .where(or_(*loose), *filters).limit(CANDIDATES),
-    ))).all()
-    ranked = sorted(rows, key=lambda r: (not r[1], r[3] or 0, r[2], r[0]))
-    matched = [r[0] for r in ranked]
-    top = matched[:limit]
+    if words is not None:
+        loose.append(SEARCH.search_vector.op("@@")(func.to_tsquery(SIMPLE, words)))
+    filters = _holds_copy(branch, available)
+    if not filters:
+        # A GIN scan builds the bitmap of every match before LIMIT applies; for a word in
+        # a tenth of the catalogue that is most of the time. Postgres' own soft cap makes
+        # the index hand back a sample of that size instead (a no-op for rarer words).
+        # A filtered search ANDs the word's bitmap with the branch's, which is small.
+        await session.execute(text(f"SET LOCAL gin_fuzzy_search_limit = {GIN_SAMPLE}"))
+    # The matches (at most CANDIDATES plus the exact hits) are ranked and counted in
+    # Postgres, in one statement that hands back one row: the first `limit` ids, how many
+    # matched, how many have a copy on a shelf, and titles per owning branch. Ranking:
+    # exact hits first, then the titles the query makes up most of (fewest tokens:
+    # "三国志" before "三国演义白鹿原"), then by title.
+    columns = (SEARCH.bib_id, or_(*exact).label("exact"), SEARCH.title,
+               func.coalesce(SEARCH.search_size, 0).label("size"), SEARCH.owners,
+               SEARCH.shelves)
+    matches = union(
+        sa_select(*columns).where(or_(*exact), *filters),
+        sa_select(*columns).where(or_(*loose), *filters).limit(CANDIDATES),
+    ).cte("matches")
+    m = matches.c
+    ranked = sa_select(m.bib_id).order_by(m.exact.desc(), m.size, m.title, m.bib_id) \
+        .limit(limit).subquery()
+    on_shelf = (m.shelves.contains([branch]) if branch is not None
+                else func.cardinality(m.shelves) > 0)
+    owner = sa_select(func.unnest(m.owners).label("code")).subquery()
+    per_owner = sa_select(owner.c.code, func.count().label("titles")) \
+        .group_by(owner.c.code).subquery()
+    summary = (await session.execute(sa_select(
+        sa_select(func.array_agg(ranked.c.bib_id)).scalar_subquery().label("top"),
+        sa_select(func.count()).select_from(matches).scalar_subquery().label("total"),
+        sa_select(func.count()).select_from(matches).where(on_shelf).scalar_subquery()
+        .label("on_shelf"),
+        sa_select(func.json_agg(func.json_build_array(
+            per_owner.c.code, col(Site.name), per_owner.c.titles)))
+        .select_from(per_owner.outerjoin(Site, col(Site.code) == per_owner.c.code))
+        .scalar_subquery().label("owners"),
+    ))).one()
+    top: list[str] = summary.top or []
     found = {b.bib_id: b for b in (await session.exec(
         select(Bib).where(one_of(col(Bib.bib_id), top)))).all()} if top else {}
-    bibs = [found[i] for i in top if i in found]
-    return SearchResults(query=term, **await _facets(session, matched, branch),
-                         results=await _with_holdings(session, bibs))
-
-
-async def _facets(session: AsyncSession, matched: list[str], branch: str | None,
-                  ) -> dict[str, Any]:
-    """Titles per owning branch and titles with a copy on a shelf, over every match: the
-    matches' copies read in one query and counted here."""
-    owners: dict[str, set[str]] = {}
-    on_shelf: set[str] = set()
-    if matched:
-        copies = await session.execute(
-            sa_select(col(Item.bib_id), col(Item.owning_branch), col(Item.status),
-                      col(Item.site))
-            .where(one_of(col(Item.bib_id), matched), col(Item.withdrawn_at).is_(None)))
-        for bib_id, owner, state, site in copies:
-            owners.setdefault(owner, set()).add(bib_id)
-            if state == "available" and (branch is None or site == branch):
-                on_shelf.add(bib_id)
-    names: dict[str, str] = {}
-    if owners:
-        rows = await session.exec(select(Site.code, Site.name).where(
-            col(Site.code).in_(list(owners))))
-        names = dict(rows.all())
-    per_branch = sorted(owners.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    return {"total": len(matched), "facets": Facets(
-        branches=[BranchFacet(branch=code, name=names.get(code), titles=len(bibs))
-                  for code, bibs in per_branch],
-        availability=AvailabilityFacet(available=len(on_shelf),
-                                       unavailable=len(matched) - len(on_shelf)))}
+    order = {bib_id: n for n, bib_id in enumerate(top)}  # array_agg keeps no order
+    bibs = sorted((b for b in found.values()), key=lambda b: order[b.bib_id])
+    branches = sorted(summary.owners or [], key=lambda o: (-o[2], o[0]))
+    return SearchResults(
+        query=term, total=summary.total,
+        facets=Facets(branches=[BranchFacet(branch=code, name=name, titles=titles)
+                                for code, name, titles in branches],
+                      availability=AvailabilityFacet(
+                          available=summary.on_shelf,
+                          unavailable=summary.total - summary.on_shelf)),
+        results=await _with_holdings(session, bibs))
 
 
 # --- imports ----------------------------------------------------------------------------

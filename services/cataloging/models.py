@@ -11,15 +11,18 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Column,
+    Computed,
     DateTime,
     ForeignKey,
     Index,
     LargeBinary,
+    SmallInteger,
     String,
+    Table,
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlmodel import Field
 
 from shared.service.rows import Row
@@ -40,8 +43,6 @@ class Bib(Row, table=True):
     """
 
     __table_args__ = (
-        Index("bib_search", text("to_tsvector('simple'::regconfig, search_text)"),
-              postgresql_using="gin"),
         Index("bib_title", text("lower(title)")),
         Index("bib_classification", "classification",
               postgresql_ops={"classification": "text_pattern_ops"}),
@@ -63,8 +64,8 @@ class Bib(Row, table=True):
     classification_scheme: str | None = None
     subjects: list[str] = Field(default=[], sa_column=Column(
         JSONB, nullable=False, server_default=text("'[]'::jsonb")))
-    #: What search finds the bib by (domain.search_tokens of title, author and subjects),
-    #: indexed as `to_tsvector('simple', search_text)` (GIN).
+    #: What search finds the bib by (domain.search_tokens of title, author and subjects);
+    #: Postgres keeps its tsvector in `search_vector` (GIN), see below.
     search_text: str = Field(default="", sa_column=Column(
         Text, nullable=False, server_default=""))
     #: The second match point (domain.match_key: normalised title|author|year).
@@ -77,6 +78,32 @@ class Bib(Row, table=True):
     marc: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = Field(sa_column=_ts(False))
     updated_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+#: Columns Postgres keeps itself, read by search and never written by the service, so they
+#: are in the table but not on the model:
+#: - `search_vector`: to_tsvector('simple', search_text), stored so a search reads it rather
+#:   than recomputing it for every candidate row; `search_size`: how many tokens the bib is
+#:   found by (search ranks the titles a query makes up most of first).
+#: - `owners` / `shelves`: the branches owning a copy of the title (withdrawn ones aside) /
+#:   the sites with a copy on the shelf now. The trigger `item_summary` keeps them from the
+#:   items on every insert, update and delete, in the same transaction, so search filters
+#:   and counts facets from the bib rows alone (GIN indexes, no per-match item lookups).
+bib_table: Table = Bib.__table__  # type: ignore[attr-defined]
+bib_table.append_column(Column(
+    "search_vector", TSVECTOR,
+    Computed("to_tsvector('simple'::regconfig, search_text)", persisted=True),
+    nullable=True))
+bib_table.append_column(Column(
+    "search_size", SmallInteger,
+    Computed("array_length(string_to_array(search_text, ' '::text), 1)",
+             persisted=True), nullable=True))
+for _name in ("owners", "shelves"):
+    bib_table.append_column(Column(_name, ARRAY(Text), nullable=False,
+                              server_default=text("'{}'::text[]")))
+Index("bib_vector", bib_table.c.search_vector, postgresql_using="gin")
+Index("bib_owners", bib_table.c.owners, postgresql_using="gin")
+Index("bib_shelves", bib_table.c.shelves, postgresql_using="gin")
 
 
 class Item(Row, table=True):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from pymarc import Field, Record, Subfield
 from sqlalchemy import text
@@ -29,6 +30,7 @@ from tests.integration.test_cataloging import (
 from tests.support import (
     Infra,
     ServiceClient,
+    asyncpg_dsn,
     events_of,
     eventually,
     new_env,
@@ -387,3 +389,54 @@ async def test_a_runner_whose_job_was_taken_over_stops_and_leaves_it_alone(
         job = (await client.get(f"/imports/{job_id}", headers=CAT)).json()
         assert job["status"] == "running" and job["records_done"] < 2_000
         assert await asyncio.to_thread(Path(spool).exists)
+
+
+async def test_each_titles_holdings_summary_follows_its_items_also_under_concurrent_changes(
+    infra: Infra,
+) -> None:
+    """`owners` / `shelves` on the bib (what search filters and counts facets by) follow
+    every insert, update and delete of its items; two transactions changing copies of one
+    title at once both count."""
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings):
+        pass  # the schema, migrated
+    dsn = asyncpg_dsn(settings.database_url)
+    first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+
+    async def summary() -> tuple[list[str], list[str]]:
+        row = await first.fetchrow("SELECT owners, shelves FROM cataloging.bib")
+        return sorted(row["owners"]), sorted(row["shelves"])
+    try:
+        await first.execute(
+            "INSERT INTO cataloging.bib (bib_id, isbn_valid, title, created_at) "
+            "VALUES ('b1', true, 'T', now());"
+            "INSERT INTO cataloging.item (barcode, bib_id, call_number, owning_branch, site, "
+            "status, created_at) VALUES "
+            "('i1', 'b1', 'X', 'JX-A', 'JX-CENTER', 'in_processing', now()),"
+            "('i2', 'b1', 'X', 'JX-B', 'JX-CENTER', 'in_processing', now())")
+        assert await summary() == (["JX-A", "JX-B"], [])
+        one, other = first.transaction(), second.transaction()
+        await one.start()
+        await other.start()
+        await first.execute("UPDATE cataloging.item SET status = 'available', site = 'JX-A' "
+                            "WHERE barcode = 'i1'")
+        # the second waits for the first's lock on the bib, then counts its copy too
+        late = asyncio.create_task(second.execute(
+            "UPDATE cataloging.item SET status = 'available', site = 'JX-B' "
+            "WHERE barcode = 'i2'"))
+        await asyncio.sleep(0.3)
+        assert not late.done()
+        await one.commit()
+        await late
+        await other.commit()
+        assert await summary() == (["JX-A", "JX-B"], ["JX-A", "JX-B"])
+        await first.execute("UPDATE cataloging.item SET status = 'withdrawn', "
+                            "withdrawn_at = now() WHERE barcode = 'i2'")
+        assert await summary() == (["JX-A"], ["JX-A"])
+        await first.execute("UPDATE cataloging.item SET status = 'on_loan' WHERE barcode = 'i1'")
+        assert await summary() == (["JX-A"], [])
+        await first.execute("DELETE FROM cataloging.item")
+        assert await summary() == ([], [])
+    finally:
+        await first.close()
+        await second.close()
