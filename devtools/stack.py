@@ -18,6 +18,7 @@ from subprocess import Popen
 from typing import Any
 
 from devtools.infra import EmbeddedKafka, EmbeddedPostgres, free_port, port_in_use, spawn_bound
+from shared.contracts import SERVICES
 from shared.messaging import maintenance
 from shared.service.auth import signing_key
 from shared.service.settings import PROJECT_ROOT, Settings
@@ -157,6 +158,19 @@ class Stack:
             [sys.executable, "-m", "shared.service", name], signal.SIGTERM,
             env=self.service_env(name), stdout=log, stderr=log, cwd=str(PROJECT_ROOT),
         )
+        log.close()
+
+    def start_web(self, port: int) -> None:
+        """The staff pages (`python -m web`) on `port`, calling this stack's services."""
+        self.ports["web"] = port
+        env = self.service_env("web")
+        env["WEB_PORT"] = str(port)
+        for name in SERVICES:
+            env[f"{name.upper()}_URL"] = self.url(name)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / "web.log", "ab")
+        self.procs["web"] = spawn_bound([sys.executable, "-m", "web"], signal.SIGTERM, env=env,
+                                        stdout=log, stderr=log, cwd=str(PROJECT_ROOT))
         log.close()
 
     def url(self, name: str) -> str:

@@ -470,6 +470,10 @@ _BIB = Bib.metadata.tables[f"{SCHEMA}.bib"]
 _BIB_COLUMNS = ("bib_id", "isbn13", "isbn_valid", "title", "author", "publisher", "year",
                 "language", "classification", "classification_scheme", "subjects",
                 "search_text", "match_key", "marc", "created_at")
+#: What matching reads of a bib (not its search vector or holdings summary).
+_MATCHED_COLUMNS = ("bib_id", "isbn13", "isbn_valid", "title", "author", "publisher", "year",
+                    "language", "classification", "classification_scheme", "subjects",
+                    "match_key", "marc")
 _ITEM_COLUMNS = ("barcode", "bib_id", "call_number", "owning_branch", "site", "status",
                  "created_at", "cataloged_at", "label_printed_at")
 _LINE_COLUMNS = ("job_id", "position", "outcome", "bib_id", "matched_by", "reason")
@@ -509,7 +513,8 @@ async def import_batch(
     keys = sorted({p.key for _, p in parsed if p.key is not None})
     if isbns or keys:
         found = await uow.session.execute(
-            sa_select(_BIB).where(or_(one_of(_BIB.c.isbn13, isbns),
+            sa_select(*(_BIB.c[name] for name in _MATCHED_COLUMNS))
+            .where(or_(one_of(_BIB.c.isbn13, isbns),
                                       one_of(_BIB.c.match_key, keys)))
             .order_by(_BIB.c.bib_id).with_for_update())
         for row in found:

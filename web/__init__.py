@@ -1,0 +1,1 @@
+"""The staff web pages: one server-rendered front end over the four services' HTTP APIs."""
