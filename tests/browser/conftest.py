@@ -44,7 +44,7 @@ USERS = {
     "cat": ("cataloger", None, None),
     "desk-hn": ("desk", DESK_SITE, None),
     "disp": ("dispatcher", None, None),
-    "drv": ("driver", None, "D-HN-1"),
+    "drv": ("driver", None, "D-01"),
     "boss": ("admin", None, None),
 }
 PASSWORD = "correct-horse-7"

@@ -4,4 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-ROUTERS: list[APIRouter] = []
+from web.pages import acquisitions, cataloging, desk, dispatch, driver, report
+
+ROUTERS: list[APIRouter] = [m.router for m in (acquisitions, cataloging, desk, dispatch,
+                                               driver, report)]
