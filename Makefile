@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test unit integration e2e faults bench lint typecheck docs venv clean
+.PHONY: browser-deps run test unit integration e2e faults bench lint typecheck docs venv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Branchline needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Set PYTHON=/path/to/python3.11")'
@@ -22,10 +22,27 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/branchline up
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The browser tests (tests/browser) drive Debian's Chromium and need a CJK font, or the
+# Chinese pages render as empty boxes. Installed here when missing and possible (root with
+# apt-get); otherwise this says how, or how to skip that layer (BROWSER_TESTS=0).
+APT_BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk
+browser-deps:
+	@if [ "$${BROWSER_TESTS:-1}" != "0" ] && { [ ! -x "$${CHROMIUM:-/usr/bin/chromium}" ] || \
+	    ! fc-list 2>/dev/null | grep -q "Noto Sans CJK"; }; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Chromium and the Noto CJK fonts for the browser tests ..."; \
+	    $(APT_BROWSER) >/dev/null 2>&1 || { apt-get update -q >/dev/null && $(APT_BROWSER) >/dev/null; }; \
+	  else \
+	    echo "The browser tests need Chromium and a CJK font: 'sudo apt-get install chromium fonts-noto-cjk'"; \
+	    echo "(or set CHROMIUM=/path/to/chromium), or skip that layer with BROWSER_TESTS=0 make test"; \
+	    exit 1; \
+	  fi; \
+	fi
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

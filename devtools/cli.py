@@ -9,6 +9,8 @@
     branchline replay --since T   re-publish outbox rows published at or after T
     branchline parked list        records parked for good (never publishable / consumable)
     branchline parked retry ID    put a parked record back into its service's outbox
+    branchline users add NAME     a staff user of the web pages (role, site, password)
+    branchline users list         the staff users
 """
 
 from __future__ import annotations
@@ -37,6 +39,43 @@ DEMO_SITE = "JX-HN-01"
 
 #: The demo network's first van driver: the driver token of `branchline up` is theirs.
 DEMO_DRIVER = "D-01"
+#: The staff pages' demo users, one per role: user name → (role, site, driver).
+DEMO_USERS: dict[str, tuple[str, str | None, str | None]] = {
+    "acquisitions": ("acquisitions", None, None),
+    "cataloger": ("cataloger", None, None),
+    "desk": ("desk", DEMO_SITE, None),
+    "dispatcher": ("dispatcher", None, None),
+    "driver": ("driver", None, DEMO_DRIVER),
+    "admin": ("admin", None, None),
+}
+
+
+async def _save_users(database_url: str, wanted: dict[str, tuple[str, str | None, str | None,
+                                                                 str | None]]) -> None:
+    """Create or change staff users: name → (role, site, driver, password or None)."""
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from shared.service.db import make_engine
+    from web.users import save_user
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            for name, (role, site, driver, password) in wanted.items():
+                await save_user(session, username=name, role=role, password=password,
+                                site=site, driver=driver)
+    finally:
+        await engine.dispose()
+
+
+def _demo_users(database_url: str) -> dict[str, str]:
+    """The demo users with fresh passwords (printed by `branchline up`)."""
+    from web.users import new_password
+
+    passwords = {name: new_password() for name in DEMO_USERS}
+    asyncio.run(_save_users(database_url, {
+        name: (*DEMO_USERS[name], passwords[name]) for name in DEMO_USERS}))
+    return passwords
 
 
 def _demo_tokens(key: str) -> dict[str, str]:
@@ -51,6 +90,45 @@ def _demo_tokens(key: str) -> dict[str, str]:
     return out
 
 
+def _database_url() -> str:
+    return os.environ.get("DATABASE_URL") or load_settings().database_url
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from web.users import UserProblem, new_password
+
+    password = None if args.keep_password else (args.password or new_password())
+    try:
+        asyncio.run(_save_users(_database_url(), {
+            args.username: (args.role, args.site, args.driver, password)}))
+    except UserProblem as exc:
+        raise SystemExit(f"{exc.field}: {exc}") from exc
+    except OSError as exc:
+        raise SystemExit(f"cannot reach Postgres ({exc}): is `make run` up, or DATABASE_URL "
+                         "set?") from exc
+    shown = "" if password is None or args.password else f", password {password}"
+    print(f"user {args.username!r} saved: role {args.role}{shown}")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from shared.service.db import make_engine
+    from web.users import all_users
+
+    async def listed() -> list[Any]:
+        from sqlmodel.ext.asyncio.session import AsyncSession
+        engine = make_engine(_database_url(), pool_size=1)
+        try:
+            async with AsyncSession(engine) as session:
+                return await all_users(session)
+        finally:
+            await engine.dispose()
+    for user in asyncio.run(listed()):
+        print(f"{user.username:<16} {user.role:<13} {user.site or user.driver or '':<12} "
+              f"{'active' if user.active else 'disabled'}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings()
     state_dir = Path(settings.state_dir)
@@ -61,6 +139,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         if port_in_use(port):
             raise SystemExit(f"port {port} for {name} is in use: stop what holds it, or set "
                              f"{name.upper()}_PORT to another port")
+    web_port = int(os.environ.get("WEB_PORT", 8100))
+    if port_in_use(web_port):
+        raise SystemExit(f"port {web_port} for the staff pages is in use: stop what holds it, "
+                         "or set WEB_PORT to another port")
     stack = Stack(settings, state_dir, ports, state_dir / "logs", extra_env={
         "CATALOG_AUTO_COMPLETE": "true" if args.auto_catalog else "false"})
     stopping = {"now": False}
@@ -76,6 +158,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.start_infrastructure(args.postgres_port, args.kafka_port)
         for name in SERVICES:
             stack.start_service(name)
+        stack.start_web(web_port)
         say("  services starting (migrations, topics, consumer groups)...")
         stack.wait_healthy(timeout=args.timeout)
         tokens = _demo_tokens(stack.key)
@@ -87,9 +170,15 @@ def cmd_up(args: argparse.Namespace) -> int:
                     f"{body.get('vehicles')} vehicles, {body.get('drivers')} drivers")
             else:
                 say(f"  demo network NOT loaded ({status}): {body}")
-        say(f"\nAll four services healthy in {time.monotonic() - started:.1f}s.\n")
+        say(f"\nAll four services and the staff pages healthy in "
+            f"{time.monotonic() - started:.1f}s.\n")
         for name in SERVICES:
             say(f"  {name:<12} {stack.url(name)}   docs: {stack.url(name)}/docs")
+        say(f"\nStaff pages: {stack.url('web')}   sign in as (user name / password):")
+        for name, password in _demo_users(stack.database_url).items():
+            role, site, driver = DEMO_USERS[name]
+            bound = f"  ({site or driver})" if site or driver else ""
+            say(f"  {name:<13} {password}{bound}")
         say(f"\nTokens (valid 30 days; site-bound roles are for {DEMO_SITE}, "
              f"driver for {DEMO_DRIVER}):")
         for role, token in tokens.items():
@@ -268,6 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--driver", help="driver id, for driver")
     tok.add_argument("--days", type=int, default=30, help="validity in days")
     tok.set_defaults(func=cmd_token)
+
+    users = sub.add_parser("users", help="staff users of the web pages")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    uadd = users_sub.add_parser("add", help="create a user, or change one (role, site, "
+                                            "password)")
+    uadd.add_argument("username")
+    uadd.add_argument("--role", required=True, choices=ROLES)
+    uadd.add_argument("--site", help="site code, for desk and branch_system users")
+    uadd.add_argument("--driver", help="driver id, for driver users")
+    uadd.add_argument("--password", help="default: a new one, printed (or kept when the "
+                                          "user exists and --keep-password is given)")
+    uadd.add_argument("--keep-password", action="store_true")
+    uadd.set_defaults(func=cmd_users_add)
+    ulist = users_sub.add_parser("list", help="the staff users")
+    ulist.set_defaults(func=cmd_users_list)
 
     net = sub.add_parser("network", help="the library network's sites")
     net_sub = net.add_subparsers(dest="network_command", required=True)
