@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import statistics
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -137,7 +140,38 @@ async def new_page(browser: Any, web: Web, *, phone: bool = False, lang: str = "
     await context.add_cookies([{"name": "lang", "value": lang, "url": web.url}])
     page = await context.new_page()
     page.set_default_timeout(20_000)
+    page.on("response", _record_server_time)
     return page
+
+
+#: Server time of every page (document) the tests opened, by path: written to
+#: artifacts/page-times.md at the end (a record of what the pages cost, not a check).
+PAGE_TIMES: dict[str, list[float]] = {}
+
+
+def _record_server_time(response: Any) -> None:
+    if response.request.resource_type != "document":
+        return
+    timing = response.headers.get("server-timing", "")
+    if timing.startswith("app;dur="):
+        path = re.sub(r"/JX[-\w]+|/[0-9a-f-]{32,36}|\d{4}-\d\d-\d\d", "/…",
+                      urlsplit(response.url).path)
+        PAGE_TIMES.setdefault(path, []).append(float(timing.removeprefix("app;dur=")))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not PAGE_TIMES:
+        return
+    lines = ["| page | loads | p50 ms | p95 ms | max ms |", "|---|---|---|---|---|"]
+    for path, times in sorted(PAGE_TIMES.items()):
+        ordered = sorted(times)
+        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        lines.append(f"| `{path}` | {len(times)} | {statistics.median(times):.1f} | "
+                     f"{p95:.1f} | {ordered[-1]:.1f} |")
+    SCREENSHOTS.parent.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS.parent / "page-times.md").write_text(
+        "Server time of each page the browser tests opened (Server-Timing)\n\n"
+        + "\n".join(lines) + "\n")
 
 
 async def sign_in(page: Any, username: str, password: str = PASSWORD) -> None:
