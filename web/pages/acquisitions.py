@@ -265,6 +265,18 @@ async def overview(request: Request, _: Acq) -> HTMLResponse:
                   invoices=await api.get("acquisition", "/invoices", limit=20))
 
 
+async def _post_and_say(request: Request, path: str, body: dict[str, Any], done: str,
+                        ) -> None:
+    """POST to acquisition; the next page says it was done, or the service's refusal."""
+    try:
+        await backend(request).post("acquisition", path, body)
+        _flash(request, "ok", _say(request, done))
+    except BackendError as exc:
+        if exc.status >= 500:
+            raise
+        _flash(request, "problem", exc.detail)
+
+
 @router.post("/acquisitions/vendors", dependencies=[Csrf])
 async def add_vendor(
     request: Request, _: Acq,
@@ -276,13 +288,7 @@ async def add_vendor(
     body = {"vendor_id": vendor_id.strip(), "name": name.strip(),
             "currency": currency.strip().upper() or "CNY",
             "discount_percent": discount_percent.strip() or "0", "email": email.strip() or None}
-    try:
-        await backend(request).post("acquisition", "/vendors", body)
-        _flash(request, "ok", _say(request, "acq.vendor_added"))
-    except BackendError as exc:
-        if exc.status >= 500:
-            raise
-        _flash(request, "problem", exc.detail)
+    await _post_and_say(request, "/vendors", body, "acq.vendor_added")
     return redirect("/acquisitions#vendors")
 
 
@@ -298,13 +304,7 @@ async def add_fund(
     body = {"fund_code": fund_code.strip(), "name": name.strip(), "budget": budget.strip(),
             "currency": currency.strip().upper() or "CNY",
             "fiscal_year": fiscal_year.strip() or "2026", "site": site.strip() or None}
-    try:
-        await backend(request).post("acquisition", "/funds", body)
-        _flash(request, "ok", _say(request, "acq.fund_added"))
-    except BackendError as exc:
-        if exc.status >= 500:
-            raise
-        _flash(request, "problem", exc.detail)
+    await _post_and_say(request, "/funds", body, "acq.fund_added")
     return redirect("/acquisitions#funds")
 
 
