@@ -29,6 +29,7 @@ from typing import Any
 
 from devtools.infra import port_in_use
 from devtools.stack import DEMO_NETWORK, Stack, http, say
+from devtools.staff import save_users
 from shared.contracts import SERVICES
 from shared.messaging import maintenance
 from shared.service.auth import ROLES, issue_token
@@ -50,30 +51,12 @@ DEMO_USERS: dict[str, tuple[str, str | None, str | None]] = {
 }
 
 
-async def _save_users(database_url: str, wanted: dict[str, tuple[str, str | None, str | None,
-                                                                 str | None]]) -> None:
-    """Create or change staff users: name → (role, site, driver, password or None)."""
-    from sqlmodel.ext.asyncio.session import AsyncSession
-
-    from shared.service.db import make_engine
-    from web.users import save_user
-
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        async with AsyncSession(engine, expire_on_commit=False) as session:
-            for name, (role, site, driver, password) in wanted.items():
-                await save_user(session, username=name, role=role, password=password,
-                                site=site, driver=driver)
-    finally:
-        await engine.dispose()
-
-
 def _demo_users(database_url: str) -> dict[str, str]:
     """The demo users with fresh passwords (printed by `branchline up`)."""
     from web.users import new_password
 
     passwords = {name: new_password() for name in DEMO_USERS}
-    asyncio.run(_save_users(database_url, {
+    asyncio.run(save_users(database_url, {
         name: (*DEMO_USERS[name], passwords[name]) for name in DEMO_USERS}))
     return passwords
 
@@ -99,7 +82,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
     password = None if args.keep_password else (args.password or new_password())
     try:
-        asyncio.run(_save_users(_database_url(), {
+        asyncio.run(save_users(_database_url(), {
             args.username: (args.role, args.site, args.driver, password)}))
     except UserProblem as exc:
         raise SystemExit(f"{exc.field}: {exc}") from exc
@@ -372,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.set_defaults(func=cmd_users_add)
     ulist = users_sub.add_parser("list", help="the staff users")
     ulist.set_defaults(func=cmd_users_list)
+
+    webp = sub.add_parser("web", help="the staff pages")
+    web_sub = webp.add_subparsers(dest="web_command", required=True)
+    wbench = web_sub.add_parser(
+        "bench", help="each person's pages on the demo data: server time p50/p95 per page")
+    from devtools.bench import web as web_bench
+    web_bench.add_arguments(wbench)
+    wbench.set_defaults(func=web_bench.main)
 
     net = sub.add_parser("network", help="the library network's sites")
     net_sub = net.add_subparsers(dest="network_command", required=True)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Path, Query, UploadFile, status
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
@@ -21,13 +21,16 @@ from services.acquisition.models import (
     DistributionFormula,
     Fund,
     Invoice,
+    LineDistribution,
     OrderLine,
     PurchaseOrder,
+    ReceivedCopy,
     Vendor,
 )
 from shared.errors import Conflict, Invalid, NotFound
 from shared.service.app import BODY_LIMIT_KEY, ServiceDep, SessionDep
 from shared.service.auth import Principal, require
+from shared.service.period import PeriodDep
 
 router = APIRouter()
 
@@ -550,6 +553,62 @@ async def receiving_worklist(
                      isbn=ln.isbn, title=ln.title,
                      expected=ln.quantity - ln.received - ln.cancelled, opened_at=o.opened_at)
             for ln, o in rows]
+
+
+class BranchFigures(BaseModel):
+    ordered: int = Field(description="Copies on orders opened in the period, less those "
+                                     "cancelled")
+    received: int = Field(description="Copies received in the period")
+
+
+class BranchReportRow(BranchFigures):
+    branch: str
+
+
+class AcquisitionReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: date = Field(alias="from")
+    to: date
+    branches: list[BranchReportRow]
+    network: BranchFigures
+
+
+@router.get("/report", response_model=AcquisitionReport, tags=["receiving"])
+async def acquisition_report(
+    service: ServiceDep, session: SessionDep,
+    _: Annotated[Principal, require("acquisitions", "dispatcher", "cataloger")],
+    period: PeriodDep,
+) -> AcquisitionReport:
+    """Copies ordered and received per owning branch in a period, in two grouped queries:
+    the network report's one call instead of one per order.
+
+    The days are the library's (TIMEZONE, default Asia/Shanghai): `from` 00:00 local up to
+    the midnight after `to`. `ordered` counts each branch's share (copies - cancelled) of
+    orders whose `opened_at` falls in the period; `received` counts the copies whose
+    `received_at` does, whatever order they came on. Branches with neither are left out.
+    """
+    start, end = period.bounds(service.settings.timezone)
+    ordered_q = (
+        sa_select(col(LineDistribution.branch),
+                  func.sum(col(LineDistribution.copies) - col(LineDistribution.cancelled)))
+        .join(OrderLine, col(OrderLine.line_id) == col(LineDistribution.line_id))
+        .join(PurchaseOrder, col(PurchaseOrder.order_id) == col(OrderLine.order_id))
+        .where(col(PurchaseOrder.opened_at) >= start, col(PurchaseOrder.opened_at) < end)
+        .group_by(col(LineDistribution.branch)))
+    received_q = (
+        sa_select(col(ReceivedCopy.owning_branch), func.count())
+        .where(col(ReceivedCopy.received_at) >= start, col(ReceivedCopy.received_at) < end)
+        .group_by(col(ReceivedCopy.owning_branch)))
+    ordered = {b: int(n) for b, n in (await session.execute(ordered_q)).all()}
+    received = {b: int(n) for b, n in (await session.execute(received_q)).all()}
+    rows = [BranchReportRow(branch=b, ordered=ordered.get(b, 0), received=received.get(b, 0))
+            for b in sorted(ordered.keys() | received.keys())]
+    rows = [r for r in rows if r.ordered or r.received]
+    return AcquisitionReport(
+        from_=period.start, to=period.end, branches=rows,
+        network=BranchFigures(ordered=sum(r.ordered for r in rows),
+                              received=sum(r.received for r in rows)))
 
 
 class CancelIn(BaseModel):

@@ -8,7 +8,10 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, status
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import column, func, true
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import col, select
 
 from services.logistics import domain, handlers
@@ -26,6 +29,7 @@ from shared.contracts import utcnow
 from shared.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from shared.service.app import Service, ServiceDep, SessionDep
 from shared.service.auth import Principal, current_principal, require
+from shared.service.period import PeriodDep
 from shared.service.problems import invalid_fields
 
 router = APIRouter()
@@ -533,6 +537,69 @@ async def list_routes(
     rows = await session.exec(select(Route).where(col(Route.date) == day)
                               .order_by(col(Route.vehicle)))
     return [_summary(r) for r in rows]
+
+
+class SiteFigures(BaseModel):
+    stops_planned: int = Field(description="Stops at the site on the period's routes "
+                                           "(cancelled routes left out)")
+    stops_served: int = Field(description="Of those, served")
+    delivered: int = Field(description="Shipments delivered there in the period")
+
+
+class SiteReportRow(SiteFigures):
+    site: str
+
+
+class LogisticsReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: date = Field(alias="from")
+    to: date
+    sites: list[SiteReportRow]
+    network: SiteFigures
+
+
+@router.get("/report", response_model=LogisticsReport, tags=["routes"])
+async def logistics_report(
+    service: ServiceDep,
+    session: SessionDep,
+    _: Annotated[Principal, require("dispatcher")],
+    period: PeriodDep,
+) -> LogisticsReport:
+    """Van stops planned and served and shipments delivered per site over a period, in two
+    grouped queries: the network report's one call instead of one per day and per route.
+
+    Stops are those of the routes (not cancelled) whose `date` falls in the period, counted
+    by their site from each route's `stops` (a site visited twice counts twice); `delivered`
+    counts shipments by `to_site` whose `delivered_at` falls in the period's days in the
+    library's time zone (TIMEZONE, default Asia/Shanghai). Sites with nothing are left out.
+    """
+    stop = func.jsonb_array_elements(col(Route.stops)).table_valued(
+        column("value", JSONB)).alias("stop")
+    site = stop.c.value["site"].astext.label("site")
+    stops_q = (
+        sa_select(site, func.count(),
+                  func.count().filter(stop.c.value["status"].astext == "served"))
+        .select_from(Route).join(stop, true())
+        .where(col(Route.date) >= period.start, col(Route.date) <= period.end,
+               col(Route.status) != "cancelled")
+        .group_by(site))
+    start, end = period.bounds(service.settings.timezone)
+    delivered_q = (
+        sa_select(col(Shipment.to_site), func.count())
+        .where(col(Shipment.delivered_at) >= start, col(Shipment.delivered_at) < end)
+        .group_by(col(Shipment.to_site)))
+    stops = {code: (int(p), int(s)) for code, p, s in (await session.execute(stops_q)).all()}
+    delivered = {code: int(n) for code, n in (await session.execute(delivered_q)).all()}
+    rows = [SiteReportRow(site=code, stops_planned=stops.get(code, (0, 0))[0],
+                          stops_served=stops.get(code, (0, 0))[1],
+                          delivered=delivered.get(code, 0))
+            for code in sorted(stops.keys() | delivered.keys())]
+    return LogisticsReport(
+        from_=period.start, to=period.end, sites=rows,
+        network=SiteFigures(stops_planned=sum(r.stops_planned for r in rows),
+                            stops_served=sum(r.stops_served for r in rows),
+                            delivered=sum(r.delivered for r in rows)))
 
 
 class CrateLine(BaseModel):

@@ -5,13 +5,17 @@ their money, rollover, EDIFACT and CSV exchange."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlmodel import col
 
 from services.acquisition import edifact, handlers
+from services.acquisition.models import PurchaseOrder, ReceivedCopy
 from services.acquisition.spec import SPEC
 from tests.support import (
     Infra,
@@ -374,3 +378,73 @@ async def test_lists_for_staff(infra: Infra) -> None:
             "vendor_id": "V2", "name": "x", "gln": "123", "discount_percent": "120"})
         assert r.status_code == 422
         assert {e["loc"][-1] for e in r.json()["detail"]} == {"gln", "discount_percent"}
+
+
+async def test_report_counts_copies_ordered_and_received_per_branch(infra: Infra) -> None:
+    """The period's days are the library's (Asia/Shanghai, UTC+8): 2026-03-01T16:30Z is
+    March 2nd there, 2026-03-08T16:00Z already March 9th."""
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        await setup(client)
+        first = await create(client, line(4, distribution=[{"branch": "A", "copies": 3},
+                                                           {"branch": "B", "copies": 1}]))
+        view = (await client.post(f"/orders/{first['order_id']}/open", headers=STAFF)).json()
+        first_line = view["lines"][0]["line_id"]
+        r = await client.post(f"/orders/{first['order_id']}/lines/{first_line}/cancel",
+                              headers=STAFF, json={"copies": 1, "reason": "out of print"})
+        assert r.status_code == 200, r.text  # B's one copy: A 3 ordered, B 0
+        r = await client.post(f"/orders/{first['order_id']}/receipts", headers=STAFF,
+                              json={"line_id": first_line, "quantity": 2})
+        a_copies = [c["copy_id"] for c in r.json()["copies"]]
+
+        second = await create(client, line(3, distribution=[{"branch": "B", "copies": 1},
+                                                            {"branch": "C", "copies": 2}]))
+        view = (await client.post(f"/orders/{second['order_id']}/open", headers=STAFF)).json()
+        r = await client.post(f"/orders/{second['order_id']}/receipts", headers=STAFF,
+                              json={"line_id": view["lines"][0]["line_id"], "quantity": 3})
+        [b_copy, c_early, c_late] = [c["copy_id"] for c in r.json()["copies"]]
+        await create(client, line(5, distribution=[{"branch": "D", "copies": 5}]))  # a draft
+
+        def at(text: str) -> datetime:
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+        async with client.service.uow() as uow:
+            for order_id, opened in ((first["order_id"], "2026-03-01T16:30"),  # in: Mar 2
+                                     (second["order_id"], "2026-03-08T16:00")):  # out: Mar 9
+                await uow.session.execute(update(PurchaseOrder).where(
+                    col(PurchaseOrder.order_id) == order_id).values(opened_at=at(opened)))
+            for copies, received in ((a_copies, "2026-03-03T00:00"),
+                                     ([b_copy], "2026-03-05T02:00"),
+                                     ([c_early], "2026-03-01T15:59"),  # out: Mar 1 23:59
+                                     ([c_late], "2026-03-08T15:59")):  # in: Mar 8 23:59
+                await uow.session.execute(update(ReceivedCopy).where(
+                    col(ReceivedCopy.copy_id).in_(copies)).values(received_at=at(received)))
+
+        period = {"from": "2026-03-02", "to": "2026-03-08"}
+        r = await client.get("/report", headers=STAFF, params=period)
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "from": "2026-03-02", "to": "2026-03-08",
+            "branches": [{"branch": "A", "ordered": 3, "received": 2},
+                         {"branch": "B", "ordered": 0, "received": 1},
+                         {"branch": "C", "ordered": 0, "received": 1}],
+            "network": {"ordered": 3, "received": 4}}
+        r = await client.get("/report", headers=token("dispatcher"),
+                             params={"from": "2026-03-09", "to": "2026-03-09"})
+        assert r.json()["branches"] == [{"branch": "B", "ordered": 1, "received": 0},
+                                        {"branch": "C", "ordered": 2, "received": 0}]
+        r = await client.get("/report", headers=token("cataloger"),
+                             params={"from": "2025-01-01", "to": "2025-12-31"})
+        assert r.json()["branches"] == [] and r.json()["network"] == {"ordered": 0,
+                                                                      "received": 0}
+        r = await client.get("/report", headers=token("desk", site="A"), params=period)
+        assert r.status_code == 403
+
+        r = await client.get("/report", headers=STAFF,
+                             params={"from": "2026-03-08", "to": "2026-03-02"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "to"]
+        r = await client.get("/report", headers=STAFF,
+                             params={"from": "2025-01-01", "to": "2026-01-02"})  # 367 days
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "to"]
+        r = await client.get("/report", headers=STAFF, params={"to": "2026-03-02"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "from"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -347,3 +348,60 @@ async def test_loan_policies_set_due_dates_renewals_and_limits(infra: Infra) -> 
         r = await client.get("/patrons/P-5", headers=desk)
         due = {x["barcode"]: x["due"] for x in r.json()["loans"]}
         assert due == {"PL-1": "2026-11-24", "PL-2": "2026-11-16"}  # 14 days, renewed on 10th
+
+
+async def test_the_report_counts_loans_returns_anywhere_and_transfer_times(
+        infra: Infra) -> None:
+    """Two books of Haining: one lent at Haining and returned at Tongxiang (sent home),
+    one new book delivered to Haining. The report counts them per site and for the
+    network; a period before them counts nothing."""
+    settings = await new_env(infra)
+    desk = {site: token("desk", site=site) for site in ("JX-HN-01", "JX-TX-01")}
+    async with running_service(SPEC, settings) as client:
+        await produce(settings, "cataloging.items", [
+            item_cataloged("R1", "JX-HN-01", "JX-HN-01"),
+            item_cataloged("R2", "JX-HN-01", "JX-CENTRAL")])
+
+        def status_is(barcode: str, status: str) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                r = await client.get(f"/items/{barcode}", headers=token("admin"))
+                return bool(r.json().get("status") == status)
+            return check
+
+        await eventually(status_is("R1", "available"), what="R1 on the shelf")
+        await eventually(status_is("R2", "in_transit"), what="R2 sent to Haining")
+        for site, event in (("JX-HN-01", branch_event("branch.checkout", "JX-HN-01", "R1",
+                                                      patron="P-1")),
+                            ("JX-TX-01", branch_event("branch.checkin", "JX-TX-01", "R1")),
+                            ("JX-HN-01", branch_event("branch.checkin", "JX-HN-01", "R2"))):
+            r = await client.post("/branch-events", json=event, headers=desk[site])
+            assert r.status_code == 202, r.text
+            await asyncio.sleep(0.3)  # one after the other, as at the desks
+        await eventually(status_is("R2", "available"), what="R2 arrived")
+        await eventually(status_is("R1", "in_transit"), what="R1 sent home")
+
+        today = datetime.now(UTC).date()
+        period = {"from": (today - timedelta(days=1)).isoformat(),
+                  "to": (today + timedelta(days=1)).isoformat()}
+        r = await client.get("/report", params=period, headers=token("dispatcher"))
+        assert r.status_code == 200, r.text
+        report = r.json()
+        sites = {s["site"]: s for s in report["sites"]}
+        assert sites["JX-HN-01"]["loans"] == 1 and sites["JX-TX-01"]["returns"] == 1
+        assert sites["JX-TX-01"]["returned_elsewhere"] == 1
+        assert sites["JX-HN-01"]["transfers_completed"] == 1  # R2, new, delivered
+        assert sites["JX-HN-01"]["transfer_hours_median"] is not None
+        assert sites["JX-HN-01"]["open_transfers_in"] == 1  # R1 on its way home
+        assert sites["JX-TX-01"]["open_transfers_out"] == 1
+        network = report["network"]
+        assert (network["loans"], network["returns"], network["transfers_completed"]) == (1, 1, 1)
+
+        r = await client.get("/report", params={"from": "2020-01-01", "to": "2020-01-31"},
+                             headers=token("dispatcher"))
+        assert r.json()["network"]["loans"] == 0
+        r = await client.get("/report", params={"from": "2026-02-01", "to": "2026-01-01"},
+                             headers=token("dispatcher"))
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "to"]
+        r = await client.get("/report", params=period, headers=desk["JX-HN-01"])
+        assert r.status_code == 403
+

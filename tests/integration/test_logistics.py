@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.logistics.models import Route
+from services.logistics.models import Route, Shipment
 from services.logistics.network import DEMO_NETWORK, load_network_file
 from services.logistics.spec import SPEC
 from tests.support import (
@@ -325,3 +325,69 @@ async def test_checkin_at_destination_delivers_the_open_shipment(infra: Infra) -
         assert len(done) == 1
         assert done[0]["data"]["shipment_id"] == shipment["shipment_id"]
         assert done[0]["data"]["site"] == "JX-HN-01"
+
+
+async def test_report_counts_stops_and_deliveries_per_site(infra: Infra) -> None:
+    """Routes by their `date`; deliveries by the library's day (Asia/Shanghai, UTC+8)."""
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        now = datetime.now(UTC)
+
+        def route(route_id: str, day: date, status: str,
+                  stops: list[tuple[str, str]]) -> Route:
+            return Route(route_id=route_id, date=day, hub="JX-HUB", vehicle="VAN-T",
+                         plan_id="P-test", status=status,
+                         stops=[{"seq": n, "site": site, "part": 1, "arrival": now.isoformat(),
+                                 "departure": now.isoformat(), "deliveries": 0, "pickups": 0,
+                                 "status": stop_status}
+                                for n, (site, stop_status) in enumerate(stops, start=1)])
+
+        def shipment(n: int, to_site: str, delivered: str | None) -> Shipment:
+            at = datetime.fromisoformat(delivered).replace(tzinfo=UTC) if delivered else None
+            return Shipment(shipment_id=f"SH-{n}", transfer_id=f"T-{n}", barcode=f"B-{n}",
+                            from_site="JX-HN-01", to_site=to_site, last_site=to_site,
+                            status="delivered" if at else "created", created_at=now,
+                            delivered_at=at)
+
+        async with client.service.uow() as uow:
+            for row in (
+                route("R-1", date(2026, 3, 2), "completed", [
+                    ("JX-HN-01", "served"), ("JX-PH-01", "served"), ("JX-HN-01", "unserved")]),
+                route("R-2", date(2026, 3, 8), "planned", [("JX-PH-01", "pending")]),
+                route("R-3", date(2026, 3, 5), "cancelled", [("JX-HN-01", "pending")]),
+                route("R-4", date(2026, 3, 9), "completed", [("JX-HN-01", "served")]),
+            ):
+                uow.repo(Route).add(row)
+            for row in (
+                shipment(1, "JX-PH-01", "2026-03-02T16:00"),  # in: Mar 3 00:00 local
+                shipment(2, "JX-PH-01", "2026-03-01T15:59"),  # out: Mar 1 23:59 local
+                shipment(3, "JX-TX-01", "2026-03-08T15:00"),  # in: Mar 8 23:00 local
+                shipment(4, "JX-TX-01", None),
+            ):
+                uow.repo(Shipment).add(row)
+
+        period = {"from": "2026-03-02", "to": "2026-03-08"}
+        r = await client.get("/report", headers=token("dispatcher"), params=period)
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "from": "2026-03-02", "to": "2026-03-08",
+            "sites": [
+                {"site": "JX-HN-01", "stops_planned": 2, "stops_served": 1, "delivered": 0},
+                {"site": "JX-PH-01", "stops_planned": 2, "stops_served": 1, "delivered": 1},
+                {"site": "JX-TX-01", "stops_planned": 0, "stops_served": 0, "delivered": 1}],
+            "network": {"stops_planned": 4, "stops_served": 2, "delivered": 2}}
+        r = await client.get("/report", headers=ADMIN,
+                             params={"from": "2026-03-09", "to": "2026-03-09"})
+        assert r.json()["sites"] == [
+            {"site": "JX-HN-01", "stops_planned": 1, "stops_served": 1, "delivered": 0}]
+        assert (await client.get("/report", headers=DRIVER, params=period)).status_code == 403
+
+        r = await client.get("/report", headers=ADMIN,
+                             params={"from": "2026-03-08", "to": "2026-03-02"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "to"]
+        r = await client.get("/report", headers=ADMIN,
+                             params={"from": "2024-01-01", "to": "2025-01-01"})  # 367 days
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "to"]
+        r = await client.get("/report", headers=ADMIN, params={"from": "2026-03-02",
+                                                               "to": "March"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "to"]
