@@ -78,6 +78,7 @@ def render(request: Request, template: str, status_code: int = 200,
     user = getattr(request.state, "user", None)
     return templates.TemplateResponse(request, template, status_code=status_code, context={
         "t": lambda key: i18n.translate(key, lang), "lang": lang, "user": user,
+        "status": lambda value: i18n.status(value, lang),
         "csrf": csrf_token(request), "home": HOME.get(user.role, "/") if user else "/",
         **context})
 

@@ -40,6 +40,33 @@ MESSAGES: dict[str, dict[str, str]] = {
     "admin.saved": {"zh": "已保存。", "en": "Saved."},
     "admin.keep_password": {"zh": "留空则不修改密码", "en": "leave empty to keep the password"},
     "save": {"zh": "保存", "en": "Save"},
+    # Statuses the services answer with, one list for every page (an item's, a route's
+    # and its stops', a crate's, a shipment's).
+    "status.available": {"zh": "在架", "en": "available"},
+    "status.on_loan": {"zh": "借出", "en": "on loan"},
+    "status.in_transit": {"zh": "在途", "en": "in transit"},
+    "status.on_hold_shelf": {"zh": "在预约架", "en": "on the hold shelf"},
+    "status.missing": {"zh": "丢失待查", "en": "missing"},
+    "status.lost": {"zh": "遗失", "en": "lost"},
+    "status.withdrawn": {"zh": "已剔除", "en": "withdrawn"},
+    "status.in_processing": {"zh": "加工中", "en": "in processing"},
+    "status.on_order": {"zh": "订购中", "en": "on order"},
+    "status.planned": {"zh": "已计划", "en": "planned"},
+    "status.in_progress": {"zh": "进行中", "en": "in progress"},
+    "status.completed": {"zh": "已完成", "en": "completed"},
+    "status.cancelled": {"zh": "已取消", "en": "cancelled"},
+    "status.pending": {"zh": "待前往", "en": "to do"},
+    "status.arrived": {"zh": "已到达", "en": "arrived"},
+    "status.served": {"zh": "已完成", "en": "served"},
+    "status.unserved": {"zh": "未服务", "en": "not served"},
+    "status.loaded": {"zh": "已装车", "en": "on the van"},
+    "status.open": {"zh": "装箱中", "en": "open"},
+    "status.sealed": {"zh": "已封箱", "en": "sealed"},
+    "status.unloaded": {"zh": "已卸车", "en": "unloaded"},
+    "status.created": {"zh": "待取件", "en": "waiting"},
+    "status.picked_up": {"zh": "已取件", "en": "picked up"},
+    "status.delivered": {"zh": "已送达", "en": "delivered"},
+    "status.exception": {"zh": "异常", "en": "exception"},
     "yes": {"zh": "是", "en": "yes"},
     "no": {"zh": "否", "en": "no"},
 }
@@ -50,6 +77,12 @@ def translate(key: str, lang: str) -> str:
     if entry is None:
         return key
     return entry.get(lang) or entry.get("en") or key
+
+
+def status(value: str, lang: str) -> str:
+    """A service's status word in the reader's language (the word itself if unknown)."""
+    key = f"status.{value}"
+    return translate(key, lang) if key in MESSAGES else value
 
 
 def add(messages: dict[str, dict[str, str]]) -> None:

@@ -102,15 +102,6 @@ i18n.add({
     "reason.return_home": {"zh": "归还原馆", "en": "going home"},
     "reason.new_item": {"zh": "新书", "en": "new book"},
     "reason.rebalance": {"zh": "调配", "en": "rebalancing"},
-    "status.available": {"zh": "在架", "en": "available"},
-    "status.on_loan": {"zh": "借出", "en": "on loan"},
-    "status.in_transit": {"zh": "在途", "en": "in transit"},
-    "status.on_hold_shelf": {"zh": "在预约架", "en": "on the hold shelf"},
-    "status.missing": {"zh": "丢失待查", "en": "missing"},
-    "status.lost": {"zh": "遗失", "en": "lost"},
-    "status.withdrawn": {"zh": "已剔除", "en": "withdrawn"},
-    "status.in_processing": {"zh": "加工中", "en": "in processing"},
-    "status.on_order": {"zh": "订购中", "en": "on order"},
 })
 
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from web import i18n
-from web.app import Csrf, backend, redirect, render, role
+from web.app import Csrf, backend, language, redirect, render, role
 from web.backend import Backend, BackendError
 from web.models import StaffUser
 
@@ -232,7 +232,8 @@ async def dispatch_progress(request: Request, _: Dispatcher,
     rows = await backend(request).get("logistics", "/routes", date=iso)
     return JSONResponse({"date": iso, "routes": [
         {"route_id": r["route_id"], "served": r["stops_served"], "total": r["stops_total"],
-         "unserved": r["stops_unserved"], "status": r["status"]} for r in rows]})
+         "unserved": r["stops_unserved"], "status": r["status"],
+         "status_label": i18n.status(r["status"], language(request))} for r in rows]})
 
 
 def _reasons(detail: str) -> list[str]:

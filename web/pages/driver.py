@@ -69,14 +69,6 @@ i18n.add({
     "driver.signin": {"zh": "登录已过期，请重新登录后自动发送",
                       "en": "Signed out: sign in again and they will be sent"},
     "driver.recent": {"zh": "最近的扫描", "en": "Recent scans"},
-    "status.pending": {"zh": "待前往", "en": "to do"},
-    "status.arrived": {"zh": "已到达", "en": "arrived"},
-    "status.served": {"zh": "已完成", "en": "served"},
-    "status.unserved": {"zh": "未服务", "en": "not served"},
-    "status.loaded": {"zh": "已装车", "en": "on the van"},
-    "status.open": {"zh": "装箱中", "en": "open"},
-    "status.sealed": {"zh": "已封箱", "en": "sealed"},
-    "status.unloaded": {"zh": "已卸车", "en": "unloaded"},
 })
 
 #: The scan kinds a driver uses, in the order of a stop.
