@@ -127,3 +127,86 @@ async def test_an_order_with_unplaced_copies_is_refused_when_opened(browser: Any
     assert await page.locator("#flash[role=alert]").count() == 1  # the 409, in its words
     assert await page.locator("#order-status").inner_text() == "draft"
     await page.context.close()
+
+
+async def test_an_invoice_is_entered_and_paid_on_the_pages(browser: Any, web: Web) -> None:
+    """A received order (set up through the API) is invoiced from its page: a refused
+    currency and a vendor's invoice number seen twice come back on the form, as typed;
+    paying moves the fund's money from encumbered to spent, with the line's variance."""
+    tag = uuid.uuid4().hex[:6].upper()
+    vendor, fund, number = f"V-{tag}", f"F-{tag}", f"INV-{tag}"
+    await web.api("POST", "acquisition", "/vendors", "acquisitions",
+                  {"vendor_id": vendor, "name": "Vendor"})
+    await web.api("POST", "acquisition", "/funds", "acquisitions",
+                  {"fund_code": fund, "name": "Fund", "budget": "500.00", "currency": "CNY"})
+    created = await web.api("POST", "acquisition", "/orders", "acquisitions", {
+        "vendor_id": vendor, "fund_code": fund, "currency": "CNY", "lines": [{
+            "isbn": random_isbn(), "title": f"发票测试 {tag}", "unit_price": "25.00",
+            "quantity": 2, "distribution": [{"branch": "JX-HN-01", "copies": 2}]}]})
+    order_id = created["order_id"]
+    await web.api("POST", "acquisition", f"/orders/{order_id}/open", "acquisitions")
+    order = await web.api("GET", "acquisition", f"/orders/{order_id}")
+    line_id = order["lines"][0]["line_id"]
+    await web.api("POST", "acquisition", f"/orders/{order_id}/receipts", "acquisitions",
+                  {"line_id": line_id, "quantity": 2})
+
+    page = await new_page(browser, web)
+    await sign_in(page, "acq")
+    row = page.locator(f"tr[data-fund='{fund}']")
+    assert await row.locator("td.encumbered").inner_text() == "50.00"
+    assert await row.locator("td.spent").inner_text() == "0.00"
+
+    # from the order page to its invoice form, prefilled with what came and is not billed
+    await page.goto(f"/acquisitions/orders/{order_id}")
+    await page.click("#enter-invoice")
+    await page.wait_for_url(f"**/acquisitions/invoices/new?order_id={order_id}")
+    assert await page.input_value(f"#q-{line_id}") == "2"
+    assert await page.input_value(f"#p-{line_id}") == "25.00"
+    assert await page.locator(f"tr[data-line='{line_id}'] td.to-invoice").inner_text() == "2"
+
+    # another currency than the order's: the service's 422, at the field, values kept
+    await page.fill("#i-number", number)
+    await page.fill("#i-currency", "USD")
+    await page.fill(f"#p-{line_id}", "26.00")
+    await page.click("#invoice-form button[type=submit]")
+    assert "USD" in await page.locator("#i-currency-err").inner_text()
+    assert await page.get_attribute("#i-currency", "aria-invalid") == "true"
+    assert await page.input_value("#i-number") == number
+    assert await page.input_value(f"#p-{line_id}") == "26.00"
+    await page.fill("#i-currency", "CNY")
+    await page.click("#invoice-form button[type=submit]")
+    await page.wait_for_url("**/acquisitions/invoices/*")
+    invoice_url = page.url
+    assert "发票已保存" in await page.locator("#flash").inner_text()
+    assert await page.locator("#invoice-status").inner_text() == "draft"
+    assert "52.00 CNY" == await page.locator("#invoice-total").inner_text()
+
+    # the same vendor invoice number again: the 409, on the number, as typed
+    await page.goto(f"/acquisitions/invoices/new?order_id={order_id}")
+    assert await page.input_value(f"#q-{line_id}") == "0"  # both are on the unpaid invoice
+    await page.fill("#i-number", number)
+    await page.fill(f"#q-{line_id}", "1")
+    await page.click("#invoice-form button[type=submit]")
+    assert "already sent invoice" in await page.locator("#i-number-err").inner_text()
+    assert await page.input_value(f"#q-{line_id}") == "1"
+
+    # pay: the line relieves its 50.00 encumbered and spends the 52.00 billed
+    await page.goto(invoice_url)
+    await page.click("#pay-form button[type=submit]")
+    assert "发票已付款" in await page.locator("#flash").inner_text()
+    assert await page.locator("#invoice-status").inner_text() == "paid"
+    line = page.locator(f"#invoice-lines tr[data-line='{line_id}']")
+    assert await line.locator("td.relieved").inner_text() == "50.00"
+    assert await line.locator("td.variance").inner_text() == "2.00"
+    assert await page.locator("#pay-form").count() == 0
+    await shot(page, "acquisitions-invoice-desktop")
+
+    await page.goto("/acquisitions")
+    row = page.locator(f"tr[data-fund='{fund}']")
+    assert await row.locator("td.spent").inner_text() == "52.00"
+    assert await row.locator("td.encumbered").inner_text() == "0.00"
+    invoice_id = invoice_url.rsplit("/", 1)[1]
+    await page.click(f"tr[data-invoice='{invoice_id}'] a")
+    await page.wait_for_url(invoice_url)
+    assert await page.locator("#invoice-status").inner_text() == "paid"
+    await page.context.close()

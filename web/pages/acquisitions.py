@@ -11,7 +11,7 @@ again with what was typed, since retyping ten lines is worse than a resubmit pro
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -114,6 +114,35 @@ i18n.add({
     "acq.back_overview": {"zh": "返回采访首页", "en": "Back to acquisitions"},
     "acq.draft_note": {"zh": "草稿不占用经费；下单时才预留。",
                        "en": "A draft commits no money; opening it encumbers the fund."},
+    "acq.invoice": {"zh": "发票", "en": "Invoice"},
+    "acq.enter_invoice": {"zh": "录入发票", "en": "Enter invoice"},
+    "acq.choose_order": {"zh": "为哪张订单录入发票", "en": "Invoice for which order"},
+    "acq.no_invoiceable": {"zh": "没有可开票的订单（须已下单）。",
+                           "en": "No order can be invoiced yet (it must be open)."},
+    "acq.next": {"zh": "继续", "en": "Continue"},
+    "acq.to_invoice": {"zh": "已到未开票", "en": "Received, not invoiced"},
+    "acq.pending_invoices": {"zh": "另有 {n} 册在未付款发票上",
+                             "en": "{n} more on unpaid invoices"},
+    "acq.invoice_quantity": {"zh": "开票册数", "en": "Copies billed"},
+    "acq.invoice_price": {"zh": "开票单价", "en": "Unit price billed"},
+    "acq.amount": {"zh": "金额", "en": "Amount"},
+    "acq.relieved": {"zh": "释放预留", "en": "Relieved"},
+    "acq.variance": {"zh": "差额", "en": "Variance"},
+    "acq.paid_at": {"zh": "付款时间", "en": "Paid at"},
+    "acq.source": {"zh": "来源", "en": "Source"},
+    "acq.save_invoice": {"zh": "保存发票", "en": "Save the invoice"},
+    "acq.invoice_saved": {"zh": "发票已保存，尚未付款。",
+                          "en": "Invoice saved; not paid yet."},
+    "acq.pay": {"zh": "付款（从预留转为支出）", "en": "Pay (encumbrance becomes spending)"},
+    "acq.paid": {"zh": "发票已付款：释放预留 {relieved}，支出 {total}，差额 {variance}。",
+                 "en": "Invoice paid: {relieved} relieved, {total} spent, variance {variance}."},
+    "acq.invoice_note": {"zh": "只填本发票所列的品种；册数为 0 的品种不计入。付款时才动用经费。",
+                         "en": "Fill in only the lines this invoice bills; a line of 0 copies "
+                               "is left out. Money moves when the invoice is paid."},
+    "acq.no_invoice_lines": {"zh": "发票至少要有一种书（册数大于 0）。",
+                             "en": "An invoice needs at least one line with copies."},
+    "acq.bad_count": {"zh": "应为 0 或正整数", "en": "should be 0 or a whole number"},
+    "acq.invoice_number_required": {"zh": "发票号必填", "en": "the invoice number is needed"},
 })
 
 
@@ -352,6 +381,10 @@ async def order_page(request: Request, order_id: str, _: Acq) -> HTMLResponse:
     return render(request, "acq_order.html", order=order, flash=_take_flash(request))
 
 
+#: An order can be invoiced once it is opened (and until it is closed or cancelled).
+INVOICEABLE = ("open", "partially_received", "received")
+
+
 @router.post("/acquisitions/orders/{order_id}/open", dependencies=[Csrf])
 async def open_order(request: Request, order_id: str, _: Acq) -> Response:
     """Open (encumber) a draft; a refusal (409: fund past its stop level, copies without a
@@ -406,3 +439,174 @@ async def receive(
                                    where=where))
     query = urlencode({"isbn": isbn}) if isbn else ""
     return redirect("/acquisitions/receiving" + (f"?{query}" if query else ""))
+
+
+# --- invoices -------------------------------------------------------------------------------
+
+
+def _money(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+async def _pending_on_drafts(api: Backend, vendor_id: str) -> dict[str, int]:
+    """Copies per order line already on this vendor's unpaid invoices (not yet counted in
+    the line's `invoiced`, which moves when an invoice is paid)."""
+    pending: dict[str, int] = {}
+    for invoice in await api.get("acquisition", "/invoices", status="draft",
+                                 vendor_id=vendor_id, limit=500):
+        for line in invoice["lines"]:
+            pending[line["line_id"]] = pending.get(line["line_id"], 0) + line["quantity"]
+    return pending
+
+
+async def _invoice_form(request: Request, api: Backend, order_id: str, *,
+                        values: dict[str, str] | None = None,
+                        typed: dict[str, dict[str, str]] | None = None,
+                        errors: dict[str, list[str]] | None = None,
+                        status_code: int = 200) -> HTMLResponse:
+    """The invoice form for one order: each line with what is received and not invoiced,
+    prefilled (or with what was typed, when the form comes back refused)."""
+    order = await api.get("acquisition", f"/orders/{order_id}")
+    pending = await _pending_on_drafts(api, order["vendor_id"])
+    lines = []
+    for ln in order["lines"]:
+        waiting = pending.get(ln["line_id"], 0)
+        to_invoice = max(ln["received"] - ln["invoiced"] - waiting, 0)
+        entered = (typed or {}).get(ln["line_id"]) or {
+            "quantity": str(to_invoice), "price": str(ln["estimated_price"])}
+        lines.append({**ln, "to_invoice": to_invoice, "pending": waiting, **{
+            f"typed_{k}": v for k, v in entered.items()}})
+    errors = errors or {}
+    return render(request, "acq_invoice_new.html", status_code=status_code, order=order,
+                  lines=lines, values=values or {"currency": order["currency"]},
+                  errors=errors, problems=[m for ms in errors.values() for m in ms])
+
+
+def _invoice_errors(problem: Any, lines: list[str]) -> dict[str, list[str]]:
+    """The service's refusal by form field: `invoice_number`, `currency`, `line:<id>` for
+    a line of the body (the body's lines are `lines`, in order), `_` for the rest."""
+    detail = problem.get("detail") if isinstance(problem, dict) else problem
+    errors: dict[str, list[str]] = {}
+    if not isinstance(detail, list):
+        key = "invoice_number" if isinstance(problem, dict) and problem.get(
+            "status") == 409 and "already sent invoice" in str(detail) else "_"
+        return {key: [str(detail)]}
+    for entry in detail:
+        loc = list(entry.get("loc") or [])[1:] if isinstance(entry, dict) else []
+        msg = str(entry.get("msg")) if isinstance(entry, dict) else str(entry)
+        where = ".".join(str(p) for p in loc)
+        if loc[:1] in (["invoice_number"], ["currency"]):
+            key = str(loc[0])
+        elif len(loc) >= 2 and loc[0] == "lines" and isinstance(loc[1], int) \
+                and loc[1] < len(lines):
+            key = f"line:{lines[loc[1]]}"
+        else:
+            key = "_"
+        errors.setdefault(key, []).append(f"{where}: {msg}" if where else msg)
+    return errors
+
+
+@router.get("/acquisitions/invoices/new", response_class=HTMLResponse)
+async def new_invoice(request: Request, _: Acq, order_id: str = "") -> HTMLResponse:
+    """Enter a vendor's invoice for an order; without an order, choose one first."""
+    api = backend(request)
+    if order_id.strip():
+        return await _invoice_form(request, api, order_id.strip())
+    orders = [o for o in await api.get("acquisition", "/orders", limit=200)
+              if o["status"] in INVOICEABLE]
+    return render(request, "acq_invoice_pick.html", orders=orders)
+
+
+@router.post("/acquisitions/invoices", response_class=HTMLResponse, dependencies=[Csrf])
+async def create_invoice(request: Request, _: Acq) -> Response:
+    """Record the invoice (POST /invoices) and go to it; a refusal (409 a number the vendor
+    already sent, 422 per field) comes back on the form with what was typed."""
+    form = await request.form()
+    api = backend(request)
+    order_id = _text(form, "order_id")
+    order = await api.get("acquisition", f"/orders/{order_id}")
+    values = {"invoice_number": _text(form, "invoice_number"),
+              "currency": _text(form, "currency").upper()}
+    typed: dict[str, dict[str, str]] = {}
+    errors: dict[str, list[str]] = {}
+    body_lines: list[dict[str, Any]] = []
+    body_line_ids: list[str] = []
+    if not values["invoice_number"]:
+        errors["invoice_number"] = [_say(request, "acq.invoice_number_required")]
+    for n, ln in enumerate(order["lines"], start=1):
+        quantity = _text(form, f"lines-{ln['line_id']}-quantity")
+        price = _text(form, f"lines-{ln['line_id']}-price")
+        typed[ln["line_id"]] = {"quantity": quantity, "price": price}
+        where = _say(request, "acq.line_problem", n=n)
+        if not quantity.isdigit():
+            if quantity:
+                errors.setdefault(f"line:{ln['line_id']}", []).append(
+                    f"{where}: {_say(request, 'acq.invoice_quantity')} "
+                    f"{_say(request, 'acq.bad_count')}")
+            continue
+        if int(quantity) == 0:
+            continue  # not on this invoice
+        try:
+            unit = Decimal(price or "x")
+            if not unit.is_finite() or unit < 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            errors.setdefault(f"line:{ln['line_id']}", []).append(
+                f"{where}: {_say(request, 'acq.invoice_price')} "
+                f"{_say(request, 'acq.bad_number')}")
+            continue
+        body_lines.append({"order_id": order_id, "line_id": ln["line_id"],
+                           "quantity": int(quantity),
+                           "amount": str(_money(unit * int(quantity)))})
+        body_line_ids.append(ln["line_id"])
+    if not body_lines and not errors:
+        errors["_"] = [_say(request, "acq.no_invoice_lines")]
+    if errors:
+        return await _invoice_form(request, api, order_id, values=values, typed=typed,
+                                   errors=errors, status_code=422)
+    answer = await api.call("acquisition", "POST", "/invoices", ok=(409, 422), json={
+        "vendor_id": order["vendor_id"], "invoice_number": values["invoice_number"],
+        "currency": values["currency"] or order["currency"], "lines": body_lines})
+    if not isinstance(answer, dict) or "invoice_id" not in answer:
+        status = answer.get("status", 422) if isinstance(answer, dict) else 422
+        return await _invoice_form(request, api, order_id, values=values, typed=typed,
+                                   errors=_invoice_errors(answer, body_line_ids),
+                                   status_code=status if status in (409, 422) else 422)
+    _flash(request, "ok", _say(request, "acq.invoice_saved"))
+    return redirect(f"/acquisitions/invoices/{answer['invoice_id']}")
+
+
+@router.get("/acquisitions/invoices/{invoice_id}", response_class=HTMLResponse)
+async def invoice_page(request: Request, invoice_id: str, _: Acq) -> HTMLResponse:
+    """One invoice: its lines (with each order line's ISBN and title), status, and once
+    paid what each line relieved and its variance; a draft has the pay button."""
+    api = backend(request)
+    invoice = await api.get("acquisition", f"/invoices/{invoice_id}")
+    ordered: dict[str, dict[str, Any]] = {}
+    for order_id in dict.fromkeys(ln["order_id"] for ln in invoice["lines"]):
+        order = await api.get("acquisition", f"/orders/{order_id}")
+        ordered.update({ln["line_id"]: ln for ln in order["lines"]})
+    for ln in invoice["lines"]:
+        ln["ordered"] = ordered.get(ln["line_id"], {})
+        ln["unit"] = _money(Decimal(str(ln["amount"])) / ln["quantity"])
+    return render(request, "acq_invoice.html", invoice=invoice, flash=_take_flash(request))
+
+
+@router.post("/acquisitions/invoices/{invoice_id}/pay", dependencies=[Csrf])
+async def pay_invoice(request: Request, invoice_id: str, _: Acq) -> Response:
+    """Pay (POST /invoices/{id}/pay): the page then says what was relieved and the variance;
+    a 409 (paid already, more copies than ordered) is shown in the service's words."""
+    try:
+        paid = await backend(request).post("acquisition", f"/invoices/{invoice_id}/pay")
+    except BackendError as exc:
+        if exc.status >= 500:
+            raise
+        _flash(request, "problem", exc.detail)
+    else:
+        relieved = sum((Decimal(str(ln["relieved"] or 0)) for ln in paid["lines"]),
+                       Decimal(0))
+        variance = sum((Decimal(str(ln["variance"] or 0)) for ln in paid["lines"]),
+                       Decimal(0))
+        _flash(request, "ok", _say(request, "acq.paid", relieved=f"{relieved:.2f}",
+                                   total=paid["total"], variance=f"{variance:.2f}"))
+    return redirect(f"/acquisitions/invoices/{invoice_id}")
