@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Form, Request, Response
@@ -135,6 +135,16 @@ def backend(request: Request) -> Backend:
     return Backend(state.client, state.settings, state.key, user)
 
 
+def _local(target: str) -> str:
+    """`target` if it is a path of this site, else "/": a link never sends someone on to
+    another host (`//host`, `/\\host` and `http:` are what browsers read as one)."""
+    parts = urlsplit(target)
+    if (not target.startswith("/") or target.startswith("//") or "\\" in target
+            or parts.scheme or parts.netloc or any(ord(ch) < 32 for ch in target)):
+        return "/"
+    return target
+
+
 def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
@@ -181,8 +191,7 @@ async def signin(request: Request, session: Session,
     request.session.clear()
     request.session.update({"user": user.username, "at": time.time(),
                             "csrf": secrets.token_urlsafe(24)})
-    # only a path of this site: never send someone on to another host after sign-in
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    target = _local(next)
     return redirect(target if target != "/" else HOME.get(user.role, "/"))
 
 
@@ -194,8 +203,7 @@ async def signout(request: Request) -> Response:
 
 @router.get("/lang/{code}")
 async def switch_language(code: str, next: str = "/") -> Response:
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
-    response = redirect(target)
+    response = redirect(_local(next))
     if code in i18n.LANGUAGES:
         response.set_cookie("lang", code, max_age=365 * 86400, samesite="lax", httponly=True)
     return response

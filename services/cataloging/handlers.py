@@ -37,6 +37,7 @@ from shared.contracts.logistics import SiteUpserted
 from shared.errors import Conflict, NotFound
 from shared.messaging.consumer import Handlers
 from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork, one_of
+from shared.service.app import Service
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +421,72 @@ async def on_item_status_changed(uow: UnitOfWork, env: Envelope,
 async def on_site_upserted(uow: UnitOfWork, env: Envelope, data: SiteUpserted) -> None:
     await uow.repo(Site).put(Site(code=data.code, name=data.name, kind=data.kind,
                                   active=data.active))
+
+
+# --- the bibs' holdings summaries -------------------------------------------------------------
+
+#: Changes (rows of `holdings_change`) one refresh takes at most.
+HOLDINGS_REFRESH = 5_000
+_TAKE_CHANGES = f"""
+SELECT id, bib_id FROM {SCHEMA}.holdings_change ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+_LOCK_BIBS = f"""
+SELECT bib_id FROM {SCHEMA}.bib WHERE bib_id = ANY($1::text[]) ORDER BY bib_id
+FOR UPDATE SKIP LOCKED
+"""
+_SUMMARISE = f"""
+UPDATE {SCHEMA}.bib b SET owners = s.owners, shelves = s.shelves
+  FROM (SELECT t.bib_id,
+               coalesce(array_agg(DISTINCT i.owning_branch::text ORDER BY i.owning_branch::text)
+                        FILTER (WHERE i.barcode IS NOT NULL), '{{}}') AS owners,
+               coalesce(array_agg(DISTINCT i.site::text ORDER BY i.site::text)
+                        FILTER (WHERE i.status = 'available'), '{{}}') AS shelves
+          FROM unnest($1::text[]) AS t(bib_id)
+          LEFT JOIN {SCHEMA}.item i ON i.bib_id = t.bib_id AND i.withdrawn_at IS NULL
+         GROUP BY t.bib_id) s
+ WHERE b.bib_id = s.bib_id
+   AND (b.owners IS DISTINCT FROM s.owners OR b.shelves IS DISTINCT FROM s.shelves)
+"""
+_DROP_CHANGES = f"""
+DELETE FROM {SCHEMA}.holdings_change c WHERE c.id = ANY($1::bigint[])
+   AND (c.bib_id = ANY($2::text[])
+        OR NOT EXISTS (SELECT 1 FROM {SCHEMA}.bib b WHERE b.bib_id = c.bib_id))
+"""
+
+
+async def refresh_holdings(uow: SqlUnitOfWork, limit: int = HOLDINGS_REFRESH) -> int:
+    """Work out again the holdings summary (`owners`, `shelves`) of the bibs whose copies
+    changed; return how many changes were taken.
+
+    Nothing here waits for a lock: changes and bibs another refresh or writer holds are
+    skipped and stay logged for the next round. The summary is computed after the bibs
+    are locked, by a statement that sees every item change committed before it, so a
+    change committed later is in the log for the next round: nothing is lost, and search
+    is at most one round behind (`Job` every HOLDINGS_EVERY_S).
+    """
+    driver = await _driver(uow)
+    changes = await driver.fetch(_TAKE_CHANGES, limit)
+    if not changes:
+        return 0
+    wanted = sorted({c["bib_id"] for c in changes})
+    locked = [r["bib_id"] for r in await driver.fetch(_LOCK_BIBS, wanted)]
+    if locked:
+        await driver.execute(_SUMMARISE, locked)
+    await driver.execute(_DROP_CHANGES, [c["id"] for c in changes], locked)
+    return len(changes)
+
+
+#: How often each replica refreshes the summaries of changed bibs.
+HOLDINGS_EVERY_S = 0.5
+
+
+async def keep_holdings(service: Service) -> None:
+    """The job: refresh until the log is drained (a round at a time, each committed)."""
+    while True:
+        async with service.uow() as uow:
+            taken = await refresh_holdings(uow)
+        if taken < HOLDINGS_REFRESH:
+            return
 
 
 # --- MARC imports ---------------------------------------------------------------------------

@@ -86,9 +86,9 @@ class Bib(Row, table=True):
 #:   than recomputing it for every candidate row; `search_size`: how many tokens the bib is
 #:   found by (search ranks the titles a query makes up most of first).
 #: - `owners` / `shelves`: the branches owning a copy of the title (withdrawn ones aside) /
-#:   the sites with a copy on the shelf now. The trigger `item_summary` keeps them from the
-#:   items on every insert, update and delete, in the same transaction, so search filters
-#:   and counts facets from the bib rows alone (GIN indexes, no per-match item lookups).
+#:   the sites with a copy on the shelf now, so search filters and counts facets from the
+#:   bib rows alone (GIN indexes, no per-match item lookups). Kept by
+#:   handlers.refresh_holdings from the bibs `HoldingsChange` lists.
 bib_table: Table = Bib.__table__  # type: ignore[attr-defined]
 bib_table.append_column(Column(
     "search_vector", TSVECTOR,
@@ -104,6 +104,19 @@ for _name in ("owners", "shelves"):
 Index("bib_vector", bib_table.c.search_vector, postgresql_using="gin")
 Index("bib_owners", bib_table.c.owners, postgresql_using="gin")
 Index("bib_shelves", bib_table.c.shelves, postgresql_using="gin")
+
+
+class HoldingsChange(Row, table=True):
+    """A bib whose copies changed (a trigger on `item` adds one row per bib a statement
+    touched, in that statement's transaction): its holdings summary is to be worked out
+    again. An append-only log: writing it takes no lock another writer waits on."""
+
+    __tablename__ = "holdings_change"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True,
+                                                          autoincrement=True))
+    bib_id: str
 
 
 class Item(Row, table=True):

@@ -15,8 +15,9 @@ from pymarc import Field, Record, Subfield
 from sqlalchemy import text
 
 from devtools.bench.search import REAL_TITLES
-from services.cataloging import domain, imports
+from services.cataloging import domain, handlers, imports
 from services.cataloging.spec import SPEC
+from shared.messaging.unit_of_work import SqlUnitOfWork
 from tests.integration.test_cataloging import (
     cnmarc_record,
     copies_received,
@@ -33,6 +34,7 @@ from tests.support import (
     asyncpg_dsn,
     events_of,
     eventually,
+    migrated_context,
     new_env,
     produce,
     read_topic,
@@ -265,7 +267,14 @@ async def test_holdings_in_imported_records_become_items_on_their_branch_shelves
         assert "already an item" in lines[0]["reason"]
         assert "without a barcode skipped" in lines[0]["reason"]
 
-        # facets over the matches: titles per owning branch, on a shelf or not
+        # facets over the matches: titles per owning branch, on a shelf or not, once the
+        # service's job has brought the bibs' holdings summaries up to date
+        async def summaries_current() -> bool:
+            async with client.service.engine.connect() as c:
+                left = (await c.execute(text(
+                    "SELECT count(*) FROM cataloging.holdings_change"))).scalar_one()
+            return bool(left == 0)
+        await eventually(summaries_current, what="holdings summaries refreshed")
         r = await client.get("/search", params={"q": "围城"}, headers=CAT)
         assert r.json()["facets"]["branches"] == [
             {"branch": "JX-TX-01", "name": "Tongxiang", "titles": 1}]
@@ -391,52 +400,60 @@ async def test_a_runner_whose_job_was_taken_over_stops_and_leaves_it_alone(
         assert await asyncio.to_thread(Path(spool).exists)
 
 
-async def test_each_titles_holdings_summary_follows_its_items_also_under_concurrent_changes(
+async def test_each_titles_holdings_summary_follows_its_items_without_waiting_on_locks(
     infra: Infra,
 ) -> None:
     """`owners` / `shelves` on the bib (what search filters and counts facets by) follow
-    every insert, update and delete of its items; two transactions changing copies of one
-    title at once both count."""
+    every insert, update and delete of its items once refreshed. A refresh never waits:
+    a bib another transaction holds is skipped and its change kept for the next round."""
     settings = await new_env(infra)
-    async with running_service(SPEC, settings):
-        pass  # the schema, migrated
     dsn = asyncpg_dsn(settings.database_url)
-    first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    async with migrated_context(SPEC, settings) as ctx:
+        db, holder = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
 
-    async def summary() -> tuple[list[str], list[str]]:
-        row = await first.fetchrow("SELECT owners, shelves FROM cataloging.bib")
-        return sorted(row["owners"]), sorted(row["shelves"])
-    try:
-        await first.execute(
-            "INSERT INTO cataloging.bib (bib_id, isbn_valid, title, created_at) "
-            "VALUES ('b1', true, 'T', now());"
-            "INSERT INTO cataloging.item (barcode, bib_id, call_number, owning_branch, site, "
-            "status, created_at) VALUES "
-            "('i1', 'b1', 'X', 'JX-A', 'JX-CENTER', 'in_processing', now()),"
-            "('i2', 'b1', 'X', 'JX-B', 'JX-CENTER', 'in_processing', now())")
-        assert await summary() == (["JX-A", "JX-B"], [])
-        one, other = first.transaction(), second.transaction()
-        await one.start()
-        await other.start()
-        await first.execute("UPDATE cataloging.item SET status = 'available', site = 'JX-A' "
-                            "WHERE barcode = 'i1'")
-        # the second waits for the first's lock on the bib, then counts its copy too
-        late = asyncio.create_task(second.execute(
-            "UPDATE cataloging.item SET status = 'available', site = 'JX-B' "
-            "WHERE barcode = 'i2'"))
-        await asyncio.sleep(0.3)
-        assert not late.done()
-        await one.commit()
-        await late
-        await other.commit()
-        assert await summary() == (["JX-A", "JX-B"], ["JX-A", "JX-B"])
-        await first.execute("UPDATE cataloging.item SET status = 'withdrawn', "
-                            "withdrawn_at = now() WHERE barcode = 'i2'")
-        assert await summary() == (["JX-A"], ["JX-A"])
-        await first.execute("UPDATE cataloging.item SET status = 'on_loan' WHERE barcode = 'i1'")
-        assert await summary() == (["JX-A"], [])
-        await first.execute("DELETE FROM cataloging.item")
-        assert await summary() == ([], [])
-    finally:
-        await first.close()
-        await second.close()
+        async def refresh() -> int:
+            async with SqlUnitOfWork(ctx) as uow:
+                return await asyncio.wait_for(handlers.refresh_holdings(uow), 5)
+
+        async def summary() -> tuple[list[str], list[str]]:
+            row = await db.fetchrow("SELECT owners, shelves FROM cataloging.bib")
+            return sorted(row["owners"]), sorted(row["shelves"])
+
+        async def logged() -> int:
+            return int(await db.fetchval("SELECT count(*) FROM cataloging.holdings_change"))
+        try:
+            await db.execute(
+                "INSERT INTO cataloging.bib (bib_id, isbn_valid, title, created_at) "
+                "VALUES ('b1', true, 'T', now());"
+                "INSERT INTO cataloging.item (barcode, bib_id, call_number, owning_branch, "
+                "site, status, created_at) VALUES "
+                "('i1', 'b1', 'X', 'JX-A', 'JX-CENTER', 'in_processing', now()),"
+                "('i2', 'b1', 'X', 'JX-B', 'JX-CENTER', 'in_processing', now())")
+            assert await summary() == ([], []) and await logged() == 1
+            assert await refresh() == 1
+            assert await summary() == (["JX-A", "JX-B"], []) and await logged() == 0
+
+            # a transaction holds the bib: the refresh skips it and keeps the change
+            held = holder.transaction()
+            await held.start()
+            await holder.execute("SELECT 1 FROM cataloging.bib WHERE bib_id = 'b1' FOR UPDATE")
+            await db.execute("UPDATE cataloging.item SET status = 'available', site = 'JX-A' "
+                             "WHERE barcode = 'i1'")
+            assert await refresh() == 1
+            assert await summary() == (["JX-A", "JX-B"], []) and await logged() == 1
+            await held.rollback()
+            assert await refresh() == 1
+            assert await summary() == (["JX-A", "JX-B"], ["JX-A"]) and await logged() == 0
+
+            await db.execute("UPDATE cataloging.item SET status = 'withdrawn', "
+                             "withdrawn_at = now() WHERE barcode = 'i2'")
+            await db.execute("UPDATE cataloging.item SET status = 'on_loan' "
+                             "WHERE barcode = 'i1'")
+            await refresh()
+            assert await summary() == (["JX-A"], [])
+            await db.execute("DELETE FROM cataloging.item")
+            await refresh()
+            assert await summary() == ([], []) and await logged() == 0
+        finally:
+            await db.close()
+            await holder.close()

@@ -7,7 +7,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from shared.service.auth import decode_token
-from web import i18n, users
+from web import app, i18n, users
 from web.backend import Backend, BackendError
 from web.models import StaffUser
 from web.settings import WebSettings
@@ -84,3 +84,12 @@ async def test_a_service_that_does_not_answer_is_a_503_saying_which() -> None:
     with pytest.raises(BackendError) as down:
         await backend.get("logistics", "/sites")
     assert down.value.status == 503 and "logistics is not answering" in down.value.detail
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("/admin/users", "/admin/users"), ("/desk/JX-HN-01?x=1", "/desk/JX-HN-01?x=1"),
+    ("//evil.example", "/"), ("/\\evil.example", "/"), ("https://evil.example", "/"),
+    ("evil", "/"), ("/\r\nSet-Cookie: x", "/"),
+])
+def test_after_sign_in_only_a_path_of_this_site_is_followed(target: str, expected: str) -> None:
+    assert app._local(target) == expected
