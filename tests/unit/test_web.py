@@ -93,3 +93,16 @@ async def test_a_service_that_does_not_answer_is_a_503_saying_which() -> None:
 ])
 def test_after_sign_in_only_a_path_of_this_site_is_followed(target: str, expected: str) -> None:
     assert app._local(target) == expected
+
+
+def test_a_desk_form_sent_again_is_the_same_event_and_another_book_is_another() -> None:
+    from web.pages.desk import _event
+
+    form = "6f1c1d1e-8d5b-4c1a-9a63-0c6b7c1f2a3b"
+    first = _event("branch.checkin", "JX-HN-01", "JX0000000018", form)
+    again = _event("branch.checkin", "JX-HN-01", "JX0000000018", form)
+    other = _event("branch.checkin", "JX-HN-01", "JX0000000026", form)
+    lent = _event("branch.checkout", "JX-HN-01", "JX0000000018", form, patron="R-1")
+    assert first["id"] == again["id"]
+    assert len({first["id"], other["id"], lent["id"]}) == 3
+    assert _event("branch.checkin", "JX-HN-01", "JX0000000018", None)["id"] != first["id"]

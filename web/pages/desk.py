@@ -136,9 +136,21 @@ async def _watch(b: Backend, barcode: str, seconds: float,
             return view
 
 
-def _event(kind: str, site: str, barcode: str, **data: str) -> dict[str, Any]:
-    """A branch fact as circulation takes it (docs/events.md, branch.events)."""
-    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": f"branch/{site}",
+#: A form's id, as the page renders it (uuid4).
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def _event(kind: str, site: str, barcode: str, form: str | None,
+           **data: str) -> dict[str, Any]:
+    """A branch fact as circulation takes it (docs/events.md, branch.events).
+
+    Its id comes from the form it was sent from and the barcode: a form sent again (a
+    double press, a browser retrying on a bad connection) is the same event, which
+    circulation takes once; another book from the same form is another event.
+    """
+    event_id = str(uuid.uuid5(uuid.UUID(form), f"{kind}/{barcode}")) if form \
+        else str(uuid.uuid4())
+    return {"specversion": "1.0", "id": event_id, "source": f"branch/{site}",
             "type": kind, "subject": barcode, "time": datetime.now(UTC).isoformat(),
             "datacontenttype": "application/json",
             "data": {"branch": site, "barcode": barcode, **data}}
@@ -219,20 +231,23 @@ async def desk_page(request: Request, site: str, user: DeskUser) -> HTMLResponse
     notice = request.session.pop("desk_notice", None)
     return render(request, "desk.html", site=site, site_name=names[site], names=names,
                   shelf=shelf, incoming=incoming, outgoing=outgoing, anomalies=anomalies,
-                  answer=answer, notice=notice,
+                  answer=answer, notice=notice, form_id=str(uuid.uuid4()),
                   when=_local_time(request.app.state.settings.timezone),
                   focus="patron" if answer and answer.get("kind") == "lent" else "checkin")
 
 
 @router.post("/desk/{site}/checkin", dependencies=[Csrf])
 async def checkin(request: Request, site: str, user: DeskUser,
-                  barcode: Annotated[str, Form(min_length=1, max_length=64)]) -> Response:
+                  barcode: Annotated[str, Form(min_length=1, max_length=64)],
+                  form_id: Annotated[str | None, Form(pattern=UUID_PATTERN)] = None,
+                  ) -> Response:
     """Send the check-in, wait for circulation to decide, and say what to do."""
     _may_open(user, site)
     barcode = barcode.strip()
     b = backend(request)
     before = await _item(b, barcode)
-    await b.post("circulation", "/branch-events", _event("branch.checkin", site, barcode))
+    await b.post("circulation", "/branch-events",
+                 _event("branch.checkin", site, barcode, form_id))
     if _settled(before, site):
         view = await _watch(b, barcode, SETTLED_SECONDS, lambda v: v != before)
     else:
@@ -245,13 +260,15 @@ async def checkin(request: Request, site: str, user: DeskUser,
 @router.post("/desk/{site}/checkout", dependencies=[Csrf])
 async def checkout(request: Request, site: str, user: DeskUser,
                    barcode: Annotated[str, Form(min_length=1, max_length=64)],
-                   patron: Annotated[str, Form(min_length=1, max_length=200)]) -> Response:
+                   patron: Annotated[str, Form(min_length=1, max_length=200)],
+                   form_id: Annotated[str | None, Form(pattern=UUID_PATTERN)] = None,
+                   ) -> Response:
     """Send the check-out and wait until circulation shows the new loan."""
     _may_open(user, site)
     barcode, patron = barcode.strip(), patron.strip()
     b = backend(request)
     await b.post("circulation", "/branch-events",
-                 _event("branch.checkout", site, barcode, patron=patron))
+                 _event("branch.checkout", site, barcode, form_id, patron=patron))
 
     def lent(view: dict[str, Any] | None) -> bool:
         loan = (view or {}).get("loan") or {}
