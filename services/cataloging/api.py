@@ -450,7 +450,7 @@ async def import_records(
     _: Annotated[Principal, require("cataloger")],
     outcome: Annotated[Literal["created", "overlaid", "merged", "kept", "rejected"] | None,
                        Query(description="only records with this outcome")] = None,
-    after: Annotated[int, Query(ge=-1, description="position to start after")] = -1,
+    after: Annotated[int, Query(ge=-1, le=2**31 - 1, description="position to start after")] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ImportRecords:
     """The per-record report, in file order, a page at a time."""
@@ -532,7 +532,7 @@ async def cataloging_queue(
     branch: Annotated[str | None, Query(description="only copies this branch owns")] = None,
     lacks: Annotated[domain.Lack | None, Query(description="only items lacking this")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Queue:
     """Items in processing, oldest first, each with what it still lacks."""
     query = (select(Item, Bib).join(Bib, col(Bib.bib_id) == col(Item.bib_id))
