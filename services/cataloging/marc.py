@@ -35,7 +35,6 @@ reason that says so.
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import io
 import itertools
 import re
@@ -88,7 +87,30 @@ def _format_of(record: Record) -> MarcFormat:
     return "unimarc" if "200" in tags and "245" not in tags else "marc21"
 
 
-def _first(record: Record, tags: tuple[str, ...], code: str) -> str | None:
+class _Indexed:
+    """A record's fields by tag, gathered once: reading a bib asks for a dozen tags, and
+    pymarc's `get_fields` walks every field each time."""
+
+    __slots__ = ("by_tag", "record")
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.by_tag: dict[str, list[Field]] = {}
+        for fld in record.fields:
+            self.by_tag.setdefault(fld.tag, []).append(fld)
+
+    def get_fields(self, *tags: str) -> list[Field]:
+        """The fields with these tags, in record order."""
+        if len(tags) == 1:
+            return self.by_tag.get(tags[0], [])
+        return [fld for fld in self.record.fields if fld.tag in tags]
+
+    def get(self, tag: str) -> Field | None:
+        found = self.by_tag.get(tag)
+        return found[0] if found else None
+
+
+def _first(record: _Indexed, tags: tuple[str, ...], code: str) -> str | None:
     for tag in tags:
         for fld in record.get_fields(tag):
             for value in fld.get_subfields(code):
@@ -97,7 +119,7 @@ def _first(record: Record, tags: tuple[str, ...], code: str) -> str | None:
     return None
 
 
-def _isbn(record: Record, tag: str = "020") -> str | None:
+def _isbn(record: _Indexed, tag: str = "020") -> str | None:
     """The first ISBN field's $a that is a valid ISBN, else the first with any digit."""
     given = [v for fld in record.get_fields(tag) for v in fld.get_subfields("a") if v]
     normalised = [(v, domain.normalize_isbn(v)) for v in given]
@@ -107,7 +129,7 @@ def _isbn(record: Record, tag: str = "020") -> str | None:
     return next((value for value, isbn in normalised if isbn is not None), None)
 
 
-def _all(record: Record, tags: tuple[str, ...], code: str) -> tuple[str, ...]:
+def _all(record: _Indexed, tags: tuple[str, ...], code: str) -> tuple[str, ...]:
     """Every non-blank `code` subfield of these tags, cleaned, once each, in record order."""
     seen: dict[str, None] = {}
     for fld in record.get_fields(*tags):
@@ -123,7 +145,7 @@ def _language(code: str | None) -> str | None:
     return code if len(code) == 3 and code.isalpha() else None
 
 
-def _marc21_classification(record: Record) -> tuple[str, str] | None:
+def _marc21_classification(record: _Indexed) -> tuple[str, str] | None:
     for fld in record.get_fields("084"):  # other schemes, named in $2: 中图法 is `clc`
         number = fld.get("a")
         if number and (fld.get("2") or "").strip().lower() == "clc":
@@ -137,7 +159,7 @@ def _marc21_classification(record: Record) -> tuple[str, str] | None:
     return None
 
 
-def _unimarc_classification(record: Record) -> tuple[str, str] | None:
+def _unimarc_classification(record: _Indexed) -> tuple[str, str] | None:
     for tag, scheme in (("690", "clc"), ("676", "ddc"), ("680", "lcc")):
         number = _first(record, (tag,), "a")
         if number:
@@ -153,7 +175,7 @@ def _subfield(fld: Field, code: str) -> str | None:
     return None
 
 
-def _holdings(record: Record, tags: tuple[str, ...]) -> tuple[domain.Holding, ...]:
+def _holdings(record: _Indexed, tags: tuple[str, ...]) -> tuple[domain.Holding, ...]:
     """The copies the record's 952, 852 or 905 fields list: one per field with a branch."""
     out: list[domain.Holding] = []
     sub = _subfield
@@ -184,9 +206,11 @@ def _as_marc(record: Record) -> bytes | None:
     return data if len(data) <= MAX_RECORD else None  # longer has no ISO 2709 leader
 
 
-def bib_from_record(record: Record, *, keep: bool = True) -> domain.BibData | str:
+def bib_from_record(marc_record: Record, *, keep: bool = True,
+                    raw: bytes | None = None) -> domain.BibData | str:
     """The bib data of one MARC 21 record, or why it can't make a bib; `keep` adds the
-    record itself (written out by pymarc)."""
+    record itself: `raw` when it was read from those bytes, else written out by pymarc."""
+    record = _Indexed(marc_record)
     title = domain.clean_marc_text(_first(record, ("245",), "a"))
     if title is None:
         return "no title in 245$a"
@@ -203,14 +227,17 @@ def bib_from_record(record: Record, *, keep: bool = True) -> domain.BibData | st
         classification=classified[0] if classified else None,
         classification_scheme=classified[1] if classified else None,
         subjects=_all(record, ("650", "600", "610", "651"), "a"),
-        marc=_as_marc(record) if keep else None,
+        marc=raw if raw is not None else _as_marc(marc_record) if keep else None,
         holdings=_holdings(record, ("852", "952")),
     )
 
 
-def bib_from_unimarc(record: Record, *, keep: bool = True) -> domain.BibData | str:
+def bib_from_unimarc(marc_record: Record, *, keep: bool = True,
+                     raw: bytes | None = None) -> domain.BibData | str:
     """The bib data of one UNIMARC (CNMARC) record, or why it can't make a bib; `keep`
-    adds the record itself (written out by pymarc)."""
+    adds the record itself: `raw` when it was read from those bytes, else written out by
+    pymarc."""
+    record = _Indexed(marc_record)
     title = domain.clean_marc_text(_first(record, ("200",), "a"))
     if title is None:
         return "no title in 200$a"
@@ -226,15 +253,15 @@ def bib_from_unimarc(record: Record, *, keep: bool = True) -> domain.BibData | s
         classification=classified[0] if classified else None,
         classification_scheme=classified[1] if classified else None,
         subjects=_all(record, ("606", "600", "601", "607"), "a"),
-        marc=_as_marc(record) if keep else None,
+        marc=raw if raw is not None else _as_marc(marc_record) if keep else None,
         holdings=_holdings(record, ("905",)),
     )
 
 
 def _bib(record: Record, marc_format: MarcFormat, *, keep: bool = True,
-         ) -> domain.BibData | str:
+         raw: bytes | None = None) -> domain.BibData | str:
     read = bib_from_unimarc if marc_format == "unimarc" else bib_from_record
-    return read(record, keep=keep)
+    return read(record, keep=keep, raw=raw)
 
 
 # --- the stream ------------------------------------------------------------------------------
@@ -309,10 +336,9 @@ def _bib_from_iso2709(raw: bytes, marc_format: MarcFormat) -> domain.BibData | s
         record.decode_marc(raw, to_unicode=True, force_utf8=unimarc)
     except Exception as exc:  # noqa: BLE001 — untrusted bytes: any failure rejects the record
         return f"unreadable record: {_describe(exc)}"
-    bib = _bib(record, marc_format, keep=False)
     # The record is kept as the agency sent it: the bytes read, not pymarc writing it again
     # (which costs as much as reading it, and may not round-trip a MARC-8 record).
-    return dataclasses.replace(bib, marc=raw) if isinstance(bib, domain.BibData) else bib
+    return _bib(record, marc_format, raw=raw)
 
 
 def split_records(stream: BinaryIO | Readable) -> Iterator[bytes]:

@@ -33,6 +33,7 @@ from shared.service.settings import Settings
 log = logging.getLogger(__name__)
 
 _CONTENT_TYPE_HEADERS = encode_headers([("content-type", CONTENT_TYPE.encode())])
+_CONTENT_TYPE_JSON = json.dumps(_CONTENT_TYPE_HEADERS)  # nearly every row's, written once
 
 M = TypeVar("M", bound=SQLModel)
 T = TypeVar("T")
@@ -319,7 +320,8 @@ class SqlUnitOfWork(UnitOfWork):
             "event_type) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], "
             "$4::text[]::jsonb[], $5::text[])",
             [r["topic"] for r in rows], [r["key"] for r in rows], [r["value"] for r in rows],
-            [json.dumps(r["headers"]) for r in rows], [r["event_type"] for r in rows],
+            [_CONTENT_TYPE_JSON if r["headers"] is _CONTENT_TYPE_HEADERS
+             else json.dumps(r["headers"]) for r in rows], [r["event_type"] for r in rows],
         )
         return len(rows)
 
