@@ -421,9 +421,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure check-in → shipment throughput and latency")
     bench.add_argument("--items", type=int, default=20000,
                        help="check-ins pushed for the throughput run")
-    bench.add_argument("--rate", default="500,1000",
+    bench.add_argument("--rate", default="500,1000,2000",
                        help="check-ins/s for the latency runs, comma-separated")
-    bench.add_argument("--seconds", type=int, default=10, help="length of the latency run")
+    bench.add_argument("--seconds", type=int, default=10,
+                       help="length of each latency run and HTTP run")
+    bench.add_argument("--replicas", type=int, default=1, choices=range(1, 5),
+                       metavar="N", help="consuming processes of circulation and logistics "
+                       "(1-4; the topics have 4 partitions)")
+    bench.add_argument("--http-rate", type=int, default=200,
+                       help="requests/s of each desk call in the HTTP runs")
+    bench.add_argument("--load-rate", type=int, default=1000,
+                       help="check-ins/s consumed in the background of the HTTP runs")
+    bench.add_argument("--compare", nargs="?", const="", default=None, metavar="FILE",
+                       help="compare with this results JSON (default: the previous run's, "
+                            "which is compared with whenever it exists)")
     bench.add_argument("--out", default=str(PROJECT_ROOT / "devtools" / "bench" / "results"))
     bench.set_defaults(func=cmd_bench)
 

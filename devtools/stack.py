@@ -151,14 +151,23 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def start_service(self, name: str) -> None:
+    def start_service(self, name: str, *, replica: str | None = None,
+                      env: dict[str, str] | None = None) -> str:
+        """Start a process of service `name`; a `replica` is another process of it, known
+        as `<name>-<replica>` (its own port and log), with `env` on top of the service's
+        (e.g. CONSUME=false for an HTTP-only process). Returns the process's name."""
+        key = name if replica is None else f"{name}-{replica}"
+        if key not in self.ports:
+            self.ports[key] = free_port()
+        environment = {**self.service_env(name), "PORT": str(self.ports[key]), **(env or {})}
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.procs[name] = spawn_bound(
+        log = open(self.log_dir / f"{key}.log", "ab")
+        self.procs[key] = spawn_bound(
             [sys.executable, "-m", "shared.service", name], signal.SIGTERM,
-            env=self.service_env(name), stdout=log, stderr=log, cwd=str(PROJECT_ROOT),
+            env=environment, stdout=log, stderr=log, cwd=str(PROJECT_ROOT),
         )
         log.close()
+        return key
 
     def start_web(self, port: int) -> None:
         """The staff pages (`python -m web`) on `port`, calling this stack's services."""

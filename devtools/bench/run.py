@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -25,7 +28,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from devtools.bench import http_probe
+from devtools.bench.common import OWNER, RETURNED_AT, cataloged, checkin, pct, say
 from devtools.infra import EmbeddedKafka, EmbeddedPostgres, free_port
 from devtools.stack import DEMO_NETWORK, Stack, http
 from shared.contracts import CONTENT_TYPE, SERVICES, TOPICS
@@ -40,20 +45,7 @@ from shared.messaging.kafka import ensure_topics
 from shared.service.auth import issue_token
 from shared.service.settings import Settings
 
-OWNER, RETURNED_AT = "JX-HN-01", "JX-PH-01"
 HEADERS = [("content-type", CONTENT_TYPE.encode())]
-
-
-def say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 # --- raw baselines ----------------------------------------------------------------------------
@@ -190,24 +182,6 @@ class Watcher:
             await self._consumer.stop()
 
 
-def checkin(barcode: str, branch: str) -> bytes:
-    return json.dumps({
-        "specversion": "1.0", "id": str(uuid.uuid4()), "source": f"branch/{branch}",
-        "type": "branch.checkin", "time": datetime.now(UTC).isoformat(), "subject": barcode,
-        "datacontenttype": "application/json", "data": {"branch": branch, "barcode": barcode},
-    }).encode()
-
-
-def cataloged(barcode: str) -> bytes:
-    return json.dumps({
-        "specversion": "1.0", "id": str(uuid.uuid4()), "source": "branchline/cataloging",
-        "type": "cataloging.item_cataloged", "time": datetime.now(UTC).isoformat(),
-        "subject": barcode, "data": {"barcode": barcode, "bib_id": "bench", "title": "Bench",
-                                     "call_number": "Z", "owning_branch": OWNER,
-                                     "site": OWNER},
-    }).encode()
-
-
 async def wait_count(dsn: str, sql: str, target: int, timeout: float, label: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -227,82 +201,59 @@ async def wait_count(dsn: str, sql: str, target: int, timeout: float, label: str
         await conn.close()
 
 
-async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
-                     dsn: str, procs_extra: dict[str, int]) -> dict[str, Any]:
-    bootstrap = settings.kafka_bootstrap_servers
-    n_tp, seconds = args.items, args.seconds
-    rates = [int(r) for r in str(args.rate).split(",")]
-    tp_codes = [f"BT{i:07d}" for i in range(n_tp)]
-    lat_sets = {rate: [f"BL{rate}-{i:07d}" for i in range(rate * seconds)] for rate in rates}
-    lat_codes = [code for codes in lat_sets.values() for code in codes]
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2,
-                                max_batch_size=512 * 1024)
+async def raw_kafka_hop(bootstrap: str, rate: int = 1000, seconds: float = 5.0,
+                        ) -> dict[str, float]:
+    """One hop at a fixed rate: produce (acks=all, the relay's settings) → a consumer
+    (20 ms fetch wait) sees it; p50/p99 ms. A check-in → shipment crosses three."""
+    topic = f"bench.hop.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(bootstrap, [topic], partitions=4)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=20)
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(4)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await producer.start()
-    say(f"  seeding {len(tp_codes) + len(lat_codes)} items owned by {OWNER} ...")
-    futs = [await producer.send("cataloging.items", value=cataloged(b), key=b.encode(),
-                                headers=HEADERS) for b in tp_codes + lat_codes]
-    await asyncio.gather(*futs)
-    await wait_count(dsn, "SELECT count(*) FROM circulation.item", n_tp + len(lat_codes), 300,
-                     "items registered")
+    latencies: list[float] = []
+    n = int(rate * seconds)
 
-    watcher = Watcher(bootstrap, "logistics.shipments")
-    await watcher.start()
+    async def read() -> None:
+        while len(latencies) < n:
+            batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.perf_counter()
+            latencies.extend((now - float(r.value)) * 1000 for rs in batch.values() for r in rs)
 
-    say(f"  throughput: {n_tp} check-ins at {RETURNED_AT} pushed at once ...")
-    processes = {name: proc.pid for name, proc in stack.procs.items()}
-    processes.update(procs_extra)
-    cpu_before = cpu_snapshot(processes)
-    t0 = time.perf_counter()
-    futs = [await producer.send("branch.events", value=checkin(b, RETURNED_AT), key=b.encode(),
-                                headers=HEADERS) for b in tp_codes]
-    await asyncio.gather(*futs)
-    pushed_s = time.perf_counter() - t0
-    wanted = {b.encode() for b in tp_codes}
-    deadline = time.monotonic() + 600
-    last_report = 0.0
-    while True:
-        done = sum(1 for k in wanted if k in watcher.arrived)
-        if done >= n_tp:
-            break
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: only {done}/{n_tp} shipments after 600 s")
-        if time.monotonic() - last_report > 2:
-            say(f"    shipments created: {done}/{n_tp}")
-            last_report = time.monotonic()
-        await asyncio.sleep(0.05)
-    t_end = max(watcher.arrived[k] for k in wanted)
-    cpu_after = cpu_snapshot(processes)
-    cpu_share = {name: (cpu_after[name] - cpu_before[name]) / (t_end - t0)
-                 for name in cpu_after}
-    throughput = n_tp / (t_end - t0)
-    say(f"    {throughput:,.0f} check-ins/s fully turned into shipments")
-
-    latency = [await _latency_run(producer, watcher, rate, codes)
-               for rate, codes in lat_sets.items()]
-    await watcher.stop()
+    reader = asyncio.create_task(read())
+    start = time.perf_counter()
+    futures = []
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        futures.append(await producer.send(topic, value=repr(time.perf_counter()).encode(),
+                                           key=str(i).encode()))
+    await asyncio.gather(*futures)
+    try:
+        await asyncio.wait_for(reader, timeout=30)
+    except TimeoutError:
+        pass
     await producer.stop()
-    return {
-        "throughput": {"checkins": n_tp, "push_s": pushed_s, "elapsed_s": t_end - t0,
-                       "checkins_per_s": throughput, "cpu_cores_used": cpu_share},
-        "latency": latency,
-    }
+    await consumer.stop()
+    return {"rate": rate, "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99)}
 
 
-async def _latency_run(producer: AIOKafkaProducer, watcher: Watcher, rate: int,
-                       codes: list[str]) -> dict[str, float]:
-    """Offer check-ins at a fixed rate; time each from send to its shipment_created."""
-    n_lat = len(codes)
-    say(f"  latency: {rate}/s for {n_lat // rate}s ({n_lat} check-ins) ...")
-    await asyncio.sleep(2)  # let the previous run's tail drain
+async def offer(producer: AIOKafkaProducer, codes: list[str], rate: int,
+                ) -> tuple[dict[bytes, float], float]:
+    """Send one check-in per code at `rate`/s (open loop); when each was sent, and the rate
+    really offered."""
     sent: dict[bytes, float] = {}
     tick = 0.01
     per_tick = max(1, round(rate * tick))
     t_start = time.perf_counter()
     futs = []
-    for i in range(0, n_lat, per_tick):
-        target = t_start + (i / per_tick) * tick
-        delay = target - time.perf_counter()
+    for i in range(0, len(codes), per_tick):
+        delay = t_start + (i / per_tick) * tick - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         for b in codes[i:i + per_tick]:
@@ -311,7 +262,145 @@ async def _latency_run(producer: AIOKafkaProducer, watcher: Watcher, rate: int,
             futs.append(await producer.send("branch.events", value=checkin(b, RETURNED_AT),
                                             key=key, headers=HEADERS))
     await asyncio.gather(*futs)
-    offered = n_lat / (time.perf_counter() - t_start)
+    return sent, len(codes) / (time.perf_counter() - t_start)
+
+
+class Phases:
+    """CPU cores each process used during each measured phase."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.processes = processes
+        self.cores: dict[str, dict[str, float]] = {}
+
+    def _by_pid(self) -> dict[str, dict[int, float]]:
+        out = {}
+        for name, pid in self.processes.items():
+            pids = [pid, *_children(pid)] if name == "postgres" else [pid]
+            out[name] = {p: _cpu_of(p) for p in pids}
+        out["bench (this load generator)"] = {os.getpid(): _cpu_of(os.getpid())}
+        return out
+
+    @contextlib.asynccontextmanager
+    async def phase(self, name: str) -> AsyncIterator[None]:
+        # Per pid: a Postgres backend that ends during the phase must not count negative.
+        before, t = self._by_pid(), time.perf_counter()
+        yield
+        after, elapsed = self._by_pid(), time.perf_counter() - t
+        self.cores[name] = {
+            proc: round(sum(cpu - before[proc].get(pid, 0.0) for pid, cpu in pids.items()
+                            if cpu) / elapsed, 3)
+            for proc, pids in after.items()}
+
+
+async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
+                     dsn: str, procs_extra: dict[str, int]) -> dict[str, Any]:
+    bootstrap = settings.kafka_bootstrap_servers
+    n_tp, seconds = args.items, args.seconds
+    rates = [int(r) for r in str(args.rate).split(",")]
+    tp_codes = [f"BT{i:07d}" for i in range(n_tp)]
+    lat_sets = {rate: [f"BL{rate}-{i:07d}" for i in range(rate * seconds)] for rate in rates}
+    targets = ["circulation", "circulation-http"]
+    calls = ["POST /branch-events", "GET /items/{barcode}"]
+    load_sets = {(t, c): [f"BG{j}{k}-{i:07d}" for i in range(args.load_rate * seconds)]
+                 for j, t in enumerate(targets) for k, c in enumerate(calls)}
+    desk_sets = {t: [f"BD{j}-{i:07d}" for i in range(args.http_rate * seconds + 100)]
+                 for j, t in enumerate(targets)}
+    every = (tp_codes + [c for cs in lat_sets.values() for c in cs]
+             + [c for cs in load_sets.values() for c in cs]
+             + [c for cs in desk_sets.values() for c in cs])
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2,
+                                max_batch_size=512 * 1024)
+    await producer.start()
+    say(f"  seeding {len(every):,} items owned by {OWNER} ...")
+    futs = [await producer.send("cataloging.items", value=cataloged(b), key=b.encode(),
+                                headers=HEADERS) for b in every]
+    await asyncio.gather(*futs)
+    await wait_count(dsn, "SELECT count(*) FROM circulation.item", len(every), 600,
+                     "items registered")
+
+    watcher = Watcher(bootstrap, "logistics.shipments")
+    await watcher.start()
+    processes = {name: proc.pid for name, proc in stack.procs.items()}
+    processes.update(procs_extra)
+    phases = Phases(processes)
+
+    say(f"  throughput: {n_tp:,} check-ins at {RETURNED_AT} pushed at once ...")
+    async with phases.phase("throughput"):
+        t0 = time.perf_counter()
+        futs = [await producer.send("branch.events", value=checkin(b, RETURNED_AT),
+                                    key=b.encode(), headers=HEADERS) for b in tp_codes]
+        await asyncio.gather(*futs)
+        pushed_s = time.perf_counter() - t0
+        await _arrive(watcher, {b.encode() for b in tp_codes}, 600)
+    t_end = max(watcher.arrived[b.encode()] for b in tp_codes)
+    throughput = n_tp / (t_end - t0)
+    say(f"    {throughput:,.0f} check-ins/s fully turned into shipments")
+
+    latency = []
+    for rate, codes in lat_sets.items():
+        async with phases.phase(f"latency {rate}/s"):
+            latency.append(await _latency_run(producer, watcher, rate, codes))
+
+    http_runs = []
+    desk = {"Authorization": "Bearer " + issue_token("branch_system", site=RETURNED_AT,
+                                                     key=stack.key)}
+    admin = {"Authorization": "Bearer " + issue_token("admin", key=stack.key)}
+    prober = concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    prober.submit(int).result()  # started before the clock runs
+    for child in multiprocessing.active_children():
+        if child.pid is not None:
+            phases.processes["bench HTTP client"] = child.pid
+    for target in targets:
+        for call in calls:
+            say(f"  HTTP {call} at {args.http_rate}/s on {target}, while "
+                f"{args.load_rate:,} check-ins/s are consumed ...")
+            await asyncio.sleep(2)
+            async with phases.phase(f"HTTP {call} on {target}"):
+                load = asyncio.create_task(offer(producer, load_sets[(target, call)],
+                                                 args.load_rate))
+                await asyncio.sleep(1)  # the consumers are busy before the first call
+                # In a process of its own: this one is busy producing the load.
+                results = await asyncio.get_running_loop().run_in_executor(
+                    prober, http_probe.probe, stack.url(target), call, args.http_rate,
+                    seconds - 2, desk_sets[target], desk, admin)
+                await load
+            for r in results:
+                r["process"] = target
+            http_runs.extend(results)
+    prober.shutdown()
+    await watcher.stop()
+    await producer.stop()
+    return {
+        "throughput": {"checkins": n_tp, "push_s": pushed_s, "elapsed_s": t_end - t0,
+                       "checkins_per_s": throughput,
+                       "cpu_cores_used": phases.cores["throughput"]},
+        "latency": latency,
+        "http": http_runs,
+        "cpu_cores_by_phase": phases.cores,
+    }
+
+
+async def _arrive(watcher: Watcher, wanted: set[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last_report = 0.0
+    while (done := sum(1 for k in wanted if k in watcher.arrived)) < len(wanted):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: only {done}/{len(wanted)} shipments after {timeout:.0f} s")
+        if time.monotonic() - last_report > 2:
+            say(f"    shipments created: {done:,}/{len(wanted):,}")
+            last_report = time.monotonic()
+        await asyncio.sleep(0.05)
+
+
+async def _latency_run(producer: AIOKafkaProducer, watcher: Watcher, rate: int,
+                       codes: list[str]) -> dict[str, float]:
+    """Offer check-ins at a fixed rate; time each from send to its shipment_created."""
+    n_lat = len(codes)
+    say(f"  latency: {rate}/s for {n_lat // rate}s ({n_lat} check-ins) ...")
+    await asyncio.sleep(2)  # let the previous run's tail drain
+    sent, offered = await offer(producer, codes, rate)
     deadline = time.monotonic() + 300
     while sum(1 for k in sent if k in watcher.arrived) < n_lat:
         if time.monotonic() > deadline:
@@ -326,40 +415,98 @@ async def _latency_run(producer: AIOKafkaProducer, watcher: Watcher, rate: int,
             "mean_ms": statistics.fmean(latencies) if latencies else float("nan")}
 
 
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.3f}" if base else "—"
+
+
 def render(result: dict[str, Any]) -> str:
     b, s = result["baselines"], result["system"]
-    k, p = b["kafka"], b["postgres"]
+    k, p, hop = b["kafka"], b["postgres"], b["kafka_hop"]
     t = s["throughput"]
+    replicas = result["parameters"].get("replicas", 1)
     lines = [
         f"# Branchline bench — {result['when']}",
         "",
-        f"Machine: {result['machine']}. Everything (broker, Postgres, four services, this "
-        "load generator) on this one machine.",
+        f"Machine: {result['machine']}. Everything (broker, Postgres, the services, this "
+        f"load generator) on this one machine; circulation and logistics each as {replicas} "
+        "consuming process(es), plus one HTTP-only circulation process (`CONSUME=false`).",
         "",
-        "| measure | value | compass goal |",
-        "|---|---|---|",
+        "| measure | value | ratio to raw baseline | goal |",
+        "|---|---|---|---|",
         f"| sustained check-ins → shipments | **{t['checkins_per_s']:,.0f} /s** "
-        f"({t['checkins']:,} in {t['elapsed_s']:.1f} s) | ≥ 2,000 /s |",
-        f"| raw Kafka produce (aiokafka, acks=all) | {k['produce_per_s']:,.0f} msg/s | baseline |",
-        f"| raw Kafka consume (aiokafka) | {k['consume_per_s']:,.0f} msg/s | baseline |",
-        f"| raw Kafka produce+consume | {k['produce_consume_per_s']:,.0f} msg/s | baseline |",
+        f"({t['checkins']:,} in {t['elapsed_s']:.1f} s) | "
+        f"{_ratio(t['checkins_per_s'], k['produce_consume_per_s'])} of raw Kafka "
+        f"produce+consume; {_ratio(t['checkins_per_s'], p['commits_per_s_8_conns'])} of raw "
+        "Postgres commits (8 conns) | ≥ 2,000 /s |",
+    ]
+    for lat in s["latency"]:
+        lines.append(
+            f"| check-in → shipment_created at {lat['offered_per_s']:,.0f}/s offered: "
+            f"p50 / p95 / p99 | {lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} / "
+            f"**{lat['p99_ms']:.0f} ms** ({lat['completed']:,}/{lat['checkins']:,} completed) "
+            f"| p99 {_ratio(lat['p99_ms'], hop['p99_ms'])} times one raw Kafka hop's p99 | "
+            f"{'p99 ≤ 250 ms' if lat['rate'] == 1000 else ''} |")
+    live: dict[str, float] = {}
+    for run in s.get("http", []):
+        if run["call"].startswith("GET /live"):
+            live[run["process"]] = max(live.get(run["process"], 0.0), run["p99_ms"])
+    for run in s.get("http", []):
+        if run["call"].startswith("GET /live"):
+            continue
+        lines.append(
+            f"| {run['call']} at {run['rate']}/s on `{run['process']}` while "
+            f"{result['parameters']['load_rate']:,} check-ins/s are consumed: p50 / p99 | "
+            f"{run['p50_ms']:.1f} / **{run['p99_ms']:.1f} ms** ({run['errors']} errors) | "
+            f"p99 {_ratio(run['p99_ms'], live.get(run['process'], 0.0))} times `GET /live` p99 "
+            f"on it ({live.get(run['process'], 0.0):.1f} ms) | p99 ≤ 50 ms |")
+    lines += [
+        f"| raw Kafka produce (aiokafka, acks=all) | {k['produce_per_s']:,.0f} msg/s "
+        "| baseline | |",
+        f"| raw Kafka consume (aiokafka) | {k['consume_per_s']:,.0f} msg/s | baseline | |",
+        f"| raw Kafka produce+consume | {k['produce_consume_per_s']:,.0f} msg/s | baseline | |",
+        f"| raw Kafka hop at {hop['rate']:,}/s, p50 / p99 | {hop['p50_ms']:.1f} / "
+        f"{hop['p99_ms']:.1f} ms | baseline | |",
         f"| raw Postgres single-row commits, 1 connection | "
-        f"{p['commits_per_s_1_conn']:,.0f} /s | baseline |",
+        f"{p['commits_per_s_1_conn']:,.0f} /s | baseline | |",
         f"| raw Postgres single-row commits, 8 connections | "
-        f"{p['commits_per_s_8_conns']:,.0f} /s | baseline |",
+        f"{p['commits_per_s_8_conns']:,.0f} /s | baseline | |",
     ]
-    rows = [
-        f"| latency check-in → shipment_created at {lat['offered_per_s']:,.0f}/s offered: "
-        f"p50 / p95 / p99 | {lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} / "
-        f"**{lat['p99_ms']:.0f} ms** ({lat['completed']:,}/{lat['checkins']:,} completed) | "
-        f"{'p99 ≤ 250 ms' if lat['rate'] == 1000 else ''} |"
-        for lat in s["latency"]
-    ]
-    lines[7:7] = rows
-    lines += ["", "CPU cores used during the throughput run (2 available):", "",
-              "| process | cores |", "|---|---|"]
-    for name, share in sorted(t["cpu_cores_used"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {name} | {share:.2f} |")
+    phases = s.get("cpu_cores_by_phase", {"throughput": t["cpu_cores_used"]})
+    names = sorted({n for cores in phases.values() for n in cores},
+                   key=lambda n: -phases.get("throughput", {}).get(n, 0.0))
+    lines += ["", f"CPU cores used per process and phase ({os.cpu_count()} available):", "",
+              "| process | " + " | ".join(phases) + " |",
+              "|---|" + "---|" * len(phases)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(
+            f"{cores.get(name, 0.0):.2f}" for cores in phases.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def headline(result: dict[str, Any]) -> dict[str, float]:
+    """The figures two runs are compared by, by name."""
+    s, b = result["system"], result["baselines"]
+    out = {"check-ins/s sustained": s["throughput"]["checkins_per_s"],
+           "raw Kafka produce+consume msg/s": b["kafka"]["produce_consume_per_s"],
+           "raw Postgres commits/s (8 conns)": b["postgres"]["commits_per_s_8_conns"]}
+    for lat in s["latency"]:
+        out[f"latency p50 ms at {lat['rate']}/s"] = lat["p50_ms"]
+        out[f"latency p99 ms at {lat['rate']}/s"] = lat["p99_ms"]
+    for run in s.get("http", []):
+        out[f"{run['call']} p99 ms on {run.get('process', 'circulation')}"] = run["p99_ms"]
+    return out
+
+
+def compare(result: dict[str, Any], previous: dict[str, Any]) -> str:
+    """This run beside an earlier one: each headline figure and its change."""
+    now, then = headline(result), headline(previous)
+    lines = [f"Compared with the run of {previous.get('when', '?')}:", "",
+             "| measure | then | now | change |", "|---|---|---|---|"]
+    for name, value in now.items():
+        old = then.get(name)
+        change = f"{(value - old) / old * 100:+.0f} %" if old else "—"
+        lines.append(f"| {name} | {'—' if old is None else f'{old:,.1f}'} | {value:,.1f} "
+                     f"| {change} |")
     return "\n".join(lines) + "\n"
 
 
@@ -369,15 +516,22 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
     await ensure_topics(kafka.bootstrap, TOPICS, partitions=4)
     say("  raw baseline: Kafka produce+consume ...")
     kafka_raw = await raw_kafka(kafka.bootstrap)
+    say(f"  raw baseline: one Kafka hop at {args.load_rate:,}/s ...")
+    hop = await raw_kafka_hop(kafka.bootstrap, args.load_rate)
     say("  raw baseline: Postgres single-row commits ...")
     pg_raw = await raw_postgres(dsn)
     stack, settings = bench_stack(pg, kafka, base, {
         "KAFKA_SESSION_TIMEOUT_MS": "2000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         "LOG_LEVEL": "WARNING", "ROUTE_PLAN_AT": ""})
     try:
-        say("  starting the four services ...")
+        say(f"  starting the four services (circulation and logistics x{args.replicas}, "
+            "and an HTTP-only circulation) ...")
         for name in SERVICES:
             stack.start_service(name)
+        for name in ("circulation", "logistics"):
+            for n in range(2, args.replicas + 1):
+                stack.start_service(name, replica=str(n))
+        stack.start_service("circulation", replica="http", env={"CONSUME": "false"})
         await asyncio.to_thread(stack.wait_healthy, 90)
         network = json.loads(await asyncio.to_thread(DEMO_NETWORK.read_text))
         await asyncio.to_thread(http, "POST", stack.url("logistics") + "/network", network,
@@ -389,8 +543,10 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "parameters": {"items": args.items, "rate": args.rate, "seconds": args.seconds},
-        "baselines": {"kafka": kafka_raw, "postgres": pg_raw},
+        "parameters": {"items": args.items, "rate": args.rate, "seconds": args.seconds,
+                       "replicas": args.replicas, "http_rate": args.http_rate,
+                       "load_rate": args.load_rate},
+        "baselines": {"kafka": kafka_raw, "kafka_hop": hop, "postgres": pg_raw},
         "system": system,
     }
 
@@ -443,7 +599,18 @@ def on_fresh_infra(
 
 
 def main(args: argparse.Namespace) -> int:
+    folder = Path(args.out)
+    stem = "latest" if args.replicas == 1 else f"replicas-{args.replicas}"
+    against = Path(args.compare) if args.compare else folder / f"{stem}.previous.json"
+    if (folder / f"{stem}.json").exists():  # this run becomes latest; the last, previous
+        shutil.copyfile(folder / f"{stem}.json", folder / f"{stem}.previous.json")
     result = on_fresh_infra("Branchline bench",
                             lambda pg, kafka, base: measure(args, pg, kafka, base))
-    write_results(Path(args.out), "latest", result, render(result))
+    table = render(result)
+    if args.compare is not None or against.exists():
+        try:
+            table += "\n" + compare(result, json.loads(against.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            table += f"\nNo comparison: {against} could not be read ({exc}).\n"
+    write_results(folder, stem, result, table)
     return 0

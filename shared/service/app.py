@@ -107,7 +107,7 @@ class Service:
                                   retained=spec.retained)
         self.processor = EventProcessor(self.ctx, spec.handlers)
         self.broker: KafkaBroker = make_broker(settings, spec.name)
-        if spec.consumes:
+        if spec.consumes and settings.consume:
             subscribe(self.broker, self.processor, [settings.topic(t) for t in spec.consumes],
                       settings, ingress=[settings.topic(t) for t in spec.consumes
                                          if t in INGRESS_TOPICS])
@@ -202,7 +202,8 @@ class Service:
             log.warning("health: broker unreachable",
                         extra={"service": self.spec.name, "error": repr(exc)})
             checks["broker"] = "unreachable"
-        checks["consumers"] = "ok" if self.ready else "starting"
+        checks["consumers"] = ("ok" if self.ready else "starting") if self.settings.consume \
+            else "ok"  # an HTTP-only process (CONSUME=false) has none to wait for
         checks["status"] = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
         return checks
 

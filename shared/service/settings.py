@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # (shared/service/app.py BODY_LIMIT_OVERRIDES, e.g. the MARC upload's 20 MiB).
     http_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     db_pool_size: int = 10
+    # false: this process answers HTTP, relays its outbox and runs its jobs, but joins no
+    # consumer group, so a desk's call never waits behind a batch of events being handled
+    # on the same event loop (one consuming process + N HTTP processes per service).
+    consume: bool = True
     relay_batch: int = 1000
     relay_idle_poll_s: float = 0.5
     # Retention (see docs/reliability.md "Retention and replay"): published outbox rows are

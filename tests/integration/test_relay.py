@@ -230,6 +230,23 @@ async def test_one_relay_leads_and_another_takes_over(infra: Infra) -> None:
         assert ordered == sorted(ordered), f"key {key!r} out of order"
 
 
+async def test_a_commit_in_another_process_wakes_the_leader(infra: Infra) -> None:
+    """The leader polls only every 60 s here: rows committed by a process whose relay does
+    not lead are published at once only because the commit rang it (NOTIFY)."""
+    settings = await new_env(infra)
+    async with node(settings, "relay-a") as a, node(settings, "relay-b") as b:
+        a.relay.idle_poll_s = b.relay.idle_poll_s = 60.0
+        a.relay.start()
+        await eventually(lambda: _true(a.relay.is_leader), what="relay a to lead")
+        await asyncio.sleep(0.5)  # its first, empty drain is over: it waits for a bell now
+        assert a.ctx.relay_leads and not b.ctx.relay_leads
+        await queue(b.ctx, [(b"W", b"rung")])  # committed by the process that does not lead
+        await eventually(lambda: _true(a.relay.published == 1), timeout=10.0,
+                         what="the leader to publish the other process's row")
+    records = await read_topic(settings, "circulation.transfers", at_least=1, settle=0.5)
+    assert [r.value for r in records] == [b"rung"]
+
+
 # ------------------------------------------------------------------ retention (item 9)
 
 
