@@ -432,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests/s of each desk call in the HTTP runs")
     bench.add_argument("--load-rate", type=int, default=1000,
                        help="check-ins/s consumed in the background of the HTTP runs")
+    bench.add_argument("--consumer-nice", type=int, default=10, choices=range(0, 20),
+                       metavar="N", help="PROCESS_NICE of the services' consuming processes "
+                       "(0-19; the HTTP-only process runs at 0)")
     bench.add_argument("--compare", nargs="?", const="", default=None, metavar="FILE",
                        help="compare with this results JSON (default: the previous run's, "
                             "which is compared with whenever it exists)")

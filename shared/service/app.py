@@ -16,6 +16,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -214,7 +215,7 @@ class Service:
         return document(self.spec)
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -412,6 +413,8 @@ def run(name: str) -> None:
     import uvicorn
 
     settings = load_settings()
+    if settings.process_nice:
+        os.nice(settings.process_nice)
     app = build_app(load_spec(name), settings)
     uvicorn.run(app, host=settings.host, port=settings.port_for(name), log_config=None,
                 access_log=False, timeout_graceful_shutdown=10)

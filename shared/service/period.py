@@ -33,7 +33,7 @@ class Period:
                 datetime.combine(self.end + timedelta(days=1), time(), zone))
 
 
-def period(
+async def period(
     start: Annotated[date, Query(alias="from", description="First day (YYYY-MM-DD)")],
     end: Annotated[date, Query(alias="to", description="Last day, included (YYYY-MM-DD)")],
 ) -> Period:

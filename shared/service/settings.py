@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # consumer group, so a desk's call never waits behind a batch of events being handled
     # on the same event loop (one consuming process + N HTTP processes per service).
     consume: bool = True
+    # Lowers this process's CPU priority (added to its nice value, 0..19) at start: give the
+    # consuming processes 10 beside HTTP-only ones on the same machine, and a desk's call
+    # is answered first when the cores are full; the events wait a little instead.
+    process_nice: int = Field(default=0, ge=0, le=19)
     relay_batch: int = 1000
     relay_idle_poll_s: float = 0.5
     # Retention (see docs/reliability.md "Retention and replay"): published outbox rows are
