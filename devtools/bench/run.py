@@ -346,6 +346,8 @@ async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
     desk = {"Authorization": "Bearer " + issue_token("branch_system", site=RETURNED_AT,
                                                      key=stack.key)}
     admin = {"Authorization": "Bearer " + issue_token("admin", key=stack.key)}
+    if args.consumer_nice:
+        await _renice_consumers(stack, args, phases)
     prober = concurrent.futures.ProcessPoolExecutor(
         max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     prober.submit(int).result()  # started before the clock runs
@@ -380,6 +382,24 @@ async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
         "http": http_runs,
         "cpu_cores_by_phase": phases.cores,
     }
+
+
+async def _renice_consumers(stack: Stack, args: argparse.Namespace, phases: Phases) -> None:
+    """Start the consuming processes again with PROCESS_NICE (docs/operations.md), as a
+    deployment that puts desks first does: the HTTP-only process is answered first when
+    the cores are full, and the events wait a little instead."""
+    say(f"  restarting the consuming processes with PROCESS_NICE={args.consumer_nice} ...")
+    names = [n for n in stack.procs if n.split("-")[0] in SERVICES and not n.endswith("-http")]
+    for name in names:
+        stack.procs[name].terminate()
+    for name in names:
+        await asyncio.to_thread(stack.procs[name].wait, 30)
+    for name in names:
+        service, _, replica = name.partition("-")
+        stack.start_service(service, replica=replica or None,
+                            env={"PROCESS_NICE": str(args.consumer_nice)})
+        phases.processes[name] = stack.procs[name].pid
+    await asyncio.to_thread(stack.wait_healthy, 90)
 
 
 async def _arrive(watcher: Watcher, wanted: set[bytes], timeout: float) -> None:
@@ -429,9 +449,10 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"Machine: {result['machine']}. Everything (broker, Postgres, the services, this "
         f"load generator) on this one machine; circulation and logistics each as {replicas} "
-        "consuming process(es) at `PROCESS_NICE="
-        f"{result['parameters'].get('consumer_nice', 0)}`, plus one HTTP-only circulation "
-        "process (`CONSUME=false`) at normal priority.",
+        "consuming process(es), plus one HTTP-only circulation process (`CONSUME=false`, "
+        "`RELAY=false`); "
+        "for the HTTP runs the consuming processes are started again with `PROCESS_NICE="
+        f"{result['parameters'].get('consumer_nice', 0)}`.",
         "",
         "| measure | value | ratio to raw baseline | goal |",
         "|---|---|---|---|",
@@ -528,15 +549,13 @@ async def measure(args: argparse.Namespace, pg: EmbeddedPostgres, kafka: Embedde
     try:
         say(f"  starting the four services (circulation and logistics x{args.replicas}, "
             "and an HTTP-only circulation) ...")
-        # The consuming processes give way to the HTTP-only one when the cores are full
-        # (docs/operations.md, PROCESS_NICE): a desk's call first, the events a little later.
-        consuming = {"PROCESS_NICE": str(args.consumer_nice)}
         for name in SERVICES:
-            stack.start_service(name, env=consuming)
+            stack.start_service(name)
         for name in ("circulation", "logistics"):
             for n in range(2, args.replicas + 1):
-                stack.start_service(name, replica=str(n), env=consuming)
-        stack.start_service("circulation", replica="http", env={"CONSUME": "false"})
+                stack.start_service(name, replica=str(n))
+        stack.start_service("circulation", replica="http",
+                            env={"CONSUME": "false", "RELAY": "false"})
         await asyncio.to_thread(stack.wait_healthy, 90)
         network = json.loads(await asyncio.to_thread(DEMO_NETWORK.read_text))
         await asyncio.to_thread(http, "POST", stack.url("logistics") + "/network", network,

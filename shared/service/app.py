@@ -143,7 +143,8 @@ class Service:
         self.producer = make_producer(self.settings, f"{self.spec.name}-relay")
         await self.producer.start()
         self.relay = self.make_relay()
-        self.relay.start()
+        if self.settings.relay:
+            self.relay.start()
         await self.broker.start()
         self.jobs = [asyncio.create_task(self._run_job(job), name=f"job-{job.name}")
                      for job in self.spec.jobs]

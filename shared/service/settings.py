@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # consumer group, so a desk's call never waits behind a batch of events being handled
     # on the same event loop (one consuming process + N HTTP processes per service).
     consume: bool = True
+    # false: this process never publishes its service's outbox (another process's relay
+    # does, woken by NOTIFY). For HTTP-only processes beside consuming ones, so the relay
+    # leader's publishing never shares an event loop with desks' calls. At least one
+    # process of each service must keep RELAY=true.
+    relay: bool = True
     # Lowers this process's CPU priority (added to its nice value, 0..19) at start: give the
     # consuming processes 10 beside HTTP-only ones on the same machine, and a desk's call
     # is answered first when the cores are full; the events wait a little instead.

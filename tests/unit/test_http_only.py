@@ -36,3 +36,9 @@ def test_an_http_only_process_does_not_report_waiting_consumers() -> None:
     found = asyncio.run(checks())
     assert found["consumers"] == "ok"  # not "starting", though it was never started
     assert found["database"] == "unreachable"  # the checks still ran
+
+
+def test_relay_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(database_url="postgresql+asyncpg://u:p@h/db").relay is True
+    monkeypatch.setenv("RELAY", "false")
+    assert Settings(database_url="postgresql+asyncpg://u:p@h/db").relay is False
