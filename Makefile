@@ -61,6 +61,7 @@ faults: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/branchline bench
+	$(BIN)/branchline bench --replicas 2
 	$(BIN)/branchline acquisition bench
 
 lint: $(STAMP)

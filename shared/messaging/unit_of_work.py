@@ -26,7 +26,7 @@ from shared.contracts import (
     dead_letter_topic,
     make_event,
 )
-from shared.messaging.outbox import ServiceContext, encode_headers, relay_channel
+from shared.messaging.outbox import ServiceContext, encode_headers
 from shared.service import metrics
 from shared.service.settings import Settings
 
@@ -225,7 +225,8 @@ class SqlUnitOfWork(UnitOfWork):
                 wrote = await self.flush_outbox()
                 await self.session.commit()
                 if wrote:
-                    self.ctx.wake_relay.set()
+                    self.ctx.wake_relay.set()  # this process's relay, if it leads
+                    self.ctx.committed.set()  # else the bell rings the leader (RelayBell)
             else:
                 await self.session.rollback()
         finally:
@@ -304,11 +305,7 @@ class SqlUnitOfWork(UnitOfWork):
         })
 
     async def flush_outbox(self) -> int:
-        """Insert the queued events in one statement (arrays, not one row per statement).
-
-        When another process's relay leads, the transaction also rings it (NOTIFY,
-        delivered at commit), so the events go out at once, not at its next poll.
-        """
+        """Insert the queued events in one statement (arrays, not one row per statement)."""
         rows = self._outbox_rows()
         if not rows:
             return 0
@@ -318,11 +315,6 @@ class SqlUnitOfWork(UnitOfWork):
         if driver is None or not driver.is_in_transaction():
             # Nothing has run in this transaction yet: let SQLAlchemy open it.
             await self.session.execute(insert(self.ctx.tables.outbox), rows)
-            driver = None
-        if not self.ctx.relay_leads:
-            await self.session.execute(text("SELECT pg_notify(:channel, '')"),
-                                       {"channel": relay_channel(self.ctx.tables.schema)})
-        if driver is None:
             return len(rows)
         await driver.execute(
             f'INSERT INTO "{self.ctx.tables.schema}".outbox (topic, key, value, headers, '

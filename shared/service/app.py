@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.contracts import INGRESS_TOPICS, TOPICS
 from shared.messaging.consumer import EventProcessor, Handlers, subscribe
 from shared.messaging.kafka import ensure_topics, make_broker, make_producer
-from shared.messaging.outbox import OutboxRelay, ServiceContext, outbox_tables
+from shared.messaging.outbox import OutboxRelay, RelayBell, ServiceContext, outbox_tables
 from shared.messaging.unit_of_work import SqlUnitOfWork
 from shared.service import problems
 from shared.service.auth import signing_key
@@ -114,6 +114,7 @@ class Service:
                                          if t in INGRESS_TOPICS])
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
+        self.bell: RelayBell | None = None
         self.jobs: list[asyncio.Task[None]] = []
         self.background: set[asyncio.Task[None]] = set()
         self.ready = False
@@ -145,6 +146,8 @@ class Service:
         self.relay = self.make_relay()
         if self.settings.relay:
             self.relay.start()
+        self.bell = RelayBell(self.ctx)
+        self.bell.start()
         await self.broker.start()
         self.jobs = [asyncio.create_task(self._run_job(job), name=f"job-{job.name}")
                      for job in self.spec.jobs]
@@ -178,6 +181,8 @@ class Service:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.jobs = []
         await self.broker.stop()
+        if self.bell is not None:
+            await self.bell.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.producer is not None:

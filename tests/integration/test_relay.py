@@ -29,6 +29,7 @@ from shared.messaging import maintenance
 from shared.messaging.kafka import ensure_topics, make_producer
 from shared.messaging.outbox import (
     OutboxRelay,
+    RelayBell,
     ServiceContext,
     decode_headers,
     park,
@@ -232,7 +233,7 @@ async def test_one_relay_leads_and_another_takes_over(infra: Infra) -> None:
 
 async def test_a_commit_in_another_process_wakes_the_leader(infra: Infra) -> None:
     """The leader polls only every 60 s here: rows committed by a process whose relay does
-    not lead are published at once only because the commit rang it (NOTIFY)."""
+    not lead are published at once only because that process's bell rang it (NOTIFY)."""
     settings = await new_env(infra)
     async with node(settings, "relay-a") as a, node(settings, "relay-b") as b:
         a.relay.idle_poll_s = b.relay.idle_poll_s = 60.0
@@ -240,9 +241,15 @@ async def test_a_commit_in_another_process_wakes_the_leader(infra: Infra) -> Non
         await eventually(lambda: _true(a.relay.is_leader), what="relay a to lead")
         await asyncio.sleep(0.5)  # its first, empty drain is over: it waits for a bell now
         assert a.ctx.relay_leads and not b.ctx.relay_leads
-        await queue(b.ctx, [(b"W", b"rung")])  # committed by the process that does not lead
-        await eventually(lambda: _true(a.relay.published == 1), timeout=10.0,
-                         what="the leader to publish the other process's row")
+        bell = RelayBell(b.ctx)
+        bell.start()
+        try:
+            await queue(b.ctx, [(b"W", b"rung")])  # committed by the process not leading
+            await eventually(lambda: _true(a.relay.published == 1), timeout=10.0,
+                             what="the leader to publish the other process's row")
+            assert bell.rung >= 1
+        finally:
+            await bell.stop()
     records = await read_topic(settings, "circulation.transfers", at_least=1, settle=0.5)
     assert [r.value for r in records] == [b"rung"]
 
