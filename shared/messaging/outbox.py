@@ -255,14 +255,19 @@ def relay_lock_key(schema: str) -> int:
     return zlib.crc32(f"branchline-relay:{schema}".encode())
 
 
+#: Rest between two rings of one process's bell.
+BELL_GAP_S = 0.01
+
+
 class RelayBell:
     """Rings the relay leader of another process when this one committed outbox rows.
 
     A NOTIFY inside the transaction would be simplest, but Postgres serialises every
     committing transaction that notified, WAL flush included, behind one lock: at 200
     desk calls a second that was a queue of seconds. So the bell rings after the commit,
-    from its own connection, once per burst (commits while a ring is on its way are
-    covered by the next one). It rests while this process's own relay leads.
+    from its own connection, once per burst (commits while a ring is on its way, or in
+    the `BELL_GAP_S` after it, are covered by the next one). It rests while this
+    process's own relay leads.
     """
 
     def __init__(self, ctx: ServiceContext, engine: AsyncEngine | None = None) -> None:
@@ -292,6 +297,9 @@ class RelayBell:
                     await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": channel})
                     await conn.commit()
                 self.rung += 1
+                # Commits of the next few ms share the next ring: a busy desk process
+                # rings about a hundred times a second at most, not once per call.
+                await asyncio.sleep(BELL_GAP_S)
             except Exception as exc:  # noqa: BLE001 - the leader still polls
                 log.warning("relay bell failed; the leader finds the rows at its next poll",
                             extra={"service": self.ctx.service, "error": repr(exc)})
