@@ -73,24 +73,40 @@ class Connections:
 
     async def request(self, method: str, path: str, headers: dict[str, str],
                       body: bytes = b"") -> int:
-        reader, writer = (self.idle.pop() if self.idle
-                          else await asyncio.open_connection(self.host, self.port))
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{head}"
-                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        data = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{head}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        # A kept connection the server has closed meanwhile (its keep-alive timeout) fails
+        # at once; the request then goes once more on a new connection.
+        while self.idle:
+            status = await self._exchange(*self.idle.pop(), data)
+            if status is not None:
+                return status
+        status = await self._exchange(*await asyncio.open_connection(self.host, self.port),
+                                      data)
+        if status is None:
+            raise httpx.TransportError("connection lost")
+        return status
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        data: bytes) -> int | None:
         try:
+            writer.write(data)
             status_line = await reader.readline()
+            if not status_line:
+                raise ConnectionResetError
             length = 0
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             await reader.readexactly(length)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+            status = int(status_line.split()[1])
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             writer.close()
-            raise httpx.TransportError("connection lost") from None
+            return None
         self.idle.append((reader, writer))
-        return int(status_line.split()[1])
+        return status
 
     def close(self) -> None:
         for _, writer in self.idle:
