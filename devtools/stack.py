@@ -63,6 +63,9 @@ class Stack:
         self.pg: EmbeddedPostgres | None = None
         self.kafka: EmbeddedKafka | None = None
         self.procs: dict[str, Popen[bytes]] = {}
+        #: Each service process by its name: (service, replica, extra environment), to start
+        #: it again the same way.
+        self.started: dict[str, tuple[str, str | None, dict[str, str]]] = {}
         self.kafka_bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
         self.database_url = os.environ.get("DATABASE_URL", "")
         self.key = signing_key(settings)
@@ -128,7 +131,11 @@ class Stack:
             "database_url": self.database_url,
             "kafka_bootstrap_servers": self.kafka_bootstrap})))
         for name in list(self.procs):
-            self.start_service(name)
+            if name == "web":
+                self.start_web(self.ports["web"])
+            else:
+                service, replica, env = self.started[name]
+                self.start_service(service, replica=replica, env=env)
         return (f"the embedded broker died and was restarted empty on {self.kafka.bootstrap}; "
                 "topics created again; services restarted; outbox rows re-queued for "
                 "publishing: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
@@ -167,6 +174,7 @@ class Stack:
             env=environment, stdout=log, stderr=log, cwd=str(PROJECT_ROOT),
         )
         log.close()
+        self.started[key] = (name, replica, dict(env or {}))
         return key
 
     def start_web(self, port: int) -> None:

@@ -389,15 +389,15 @@ async def _renice_consumers(stack: Stack, args: argparse.Namespace, phases: Phas
     deployment that puts desks first does: the HTTP-only process is answered first when
     the cores are full, and the events wait a little instead."""
     say(f"  restarting the consuming processes with PROCESS_NICE={args.consumer_nice} ...")
-    names = [n for n in stack.procs if n.split("-")[0] in SERVICES and not n.endswith("-http")]
-    for name in names:
+    consuming = {name: how for name, how in stack.started.items()
+                 if how[2].get("CONSUME") != "false"}
+    for name in consuming:
         stack.procs[name].terminate()
-    for name in names:
+    for name in consuming:
         await asyncio.to_thread(stack.procs[name].wait, 30)
-    for name in names:
-        service, _, replica = name.partition("-")
-        stack.start_service(service, replica=replica or None,
-                            env={"PROCESS_NICE": str(args.consumer_nice)})
+    for name, (service, replica, env) in consuming.items():
+        stack.start_service(service, replica=replica,
+                            env={**env, "PROCESS_NICE": str(args.consumer_nice)})
         phases.processes[name] = stack.procs[name].pid
     await asyncio.to_thread(stack.wait_healthy, 90)
 

@@ -20,7 +20,7 @@ import time
 import zlib
 from base64 import b64decode, b64encode
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
@@ -306,6 +306,41 @@ class RelayBell:
                 await asyncio.sleep(1.0)
 
 
+class _Window:
+    """One relay window on its way to the broker: an open record batch per partition, and
+    what was queued so far (rows, acknowledgement)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.sent: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._open: dict[tuple[str, int], tuple[list[Any], Any]] = {}
+        self._partitions: dict[str, list[int]] = {}
+
+    async def add(self, row: Any, topic: str, headers: list[tuple[str, bytes | None]]) -> None:
+        if topic not in self._partitions:
+            self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+        partition = partition_of(row.key, self._partitions[topic])
+        group, batch = self._open.get((topic, partition)) or ([], None)
+        if batch is None or batch.append(key=row.key, value=row.value, timestamp=None,
+                                         headers=headers) is None:
+            if batch is not None:  # full: queued, and a new one started
+                await self._queue(topic, partition, group, batch)
+            group, batch = [], self.producer.create_batch()
+            batch.append(key=row.key, value=row.value, timestamp=None, headers=headers)
+            self._open[(topic, partition)] = (group, batch)
+        group.append(row)
+
+    async def flush(self) -> None:
+        """Queue every open batch (before a record sent alone, and at the end)."""
+        for (topic, partition), (group, batch) in self._open.items():
+            await self._queue(topic, partition, group, batch)
+        self._open.clear()
+
+    async def _queue(self, topic: str, partition: int, group: list[Any], batch: Any) -> None:
+        self.sent.append((group, await self.producer.send_batch(batch, topic,
+                                                                partition=partition)))
+
+
 class OutboxRelay:
     """Publishes committed outbox rows in id order and marks them published once acknowledged.
 
@@ -506,7 +541,7 @@ class OutboxRelay:
             for row, error_type, cause in refused:
                 await park(self.ctx, stage="publish", topic=row.topic, error_type=error_type,
                            reason=f"{type(cause).__name__}: {cause}", key=row.key, value=row.value,
-                           headers=decode_headers(self._headers(row)),
+                           headers=self._record_headers(row),
                            event_type=row.event_type, outbox_id=row.id, session=session)
             ids = bindparam("ids", type_=ARRAY(BigInteger))
             if refused_ids:
@@ -527,11 +562,6 @@ class OutboxRelay:
         return len(published)
 
     @staticmethod
-    def _headers(row: Any) -> list[Any]:
-        raw = row.headers
-        return raw if isinstance(raw, list) else list(json.loads(raw))
-
-    @staticmethod
     def _record_headers(row: Any) -> list[tuple[str, bytes | None]]:
         """The Kafka headers of a row claimed with `headers::text`: nearly every row has the
         same few, so each distinct text is decoded once."""
@@ -550,60 +580,31 @@ class OutboxRelay:
         acknowledgement) per batch or single record, and the rows refused for good before
         queuing.
         """
-        sent: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        window = _Window(self.producer)
         refused: list[tuple[Any, str, BaseException]] = []
-        open_batches: dict[tuple[str, int], tuple[list[Any], Any]] = {}
-        partitions: dict[str, list[int]] = {}
-
-        async def flush() -> None:
-            for (topic, partition), (group, batch) in open_batches.items():
-                sent.append((group, await self.producer.send_batch(batch, topic,
-                                                                   partition=partition)))
-            open_batches.clear()
-
         for row in rows:
             try:
-                await self._queue(row, sent, open_batches, partitions, flush)
+                size = len(row.key or b"") + len(row.value or b"")
+                if (row.key is None and row.value is None) or size > SINGLE_RECORD_FROM:
+                    await window.flush()
+                    window.sent.append(([row], await self._send(row)))
+                else:
+                    await window.add(row, self.topic_prefix + row.topic,
+                                     self._record_headers(row))
             except Exception as exc:
                 error_type = refused_for_good(exc)  # an invalid topic, a record too large
                 if error_type is None:
                     raise
                 refused.append((row, error_type, exc))
-        await flush()
-        return sent, refused
-
-    async def _queue(self, row: Any, sent: list[tuple[list[Any], asyncio.Future[Any]]],
-                     open_batches: dict[tuple[str, int], tuple[list[Any], Any]],
-                     partitions: dict[str, list[int]],
-                     flush: Callable[[], Awaitable[None]]) -> None:
-        size = len(row.key or b"") + len(row.value or b"")
-        if (row.key is None and row.value is None) or size > SINGLE_RECORD_FROM:
-            await flush()
-            sent.append(([row], await self._send(row)))
-            return
-        topic = self.topic_prefix + row.topic
-        if topic not in partitions:
-            partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        every = partitions[topic]
-        partition = partition_of(row.key, every)
-        headers = self._record_headers(row)
-        group, batch = open_batches.get((topic, partition)) or ([], None)
-        if batch is None or batch.append(key=row.key, value=row.value, timestamp=None,
-                                         headers=headers) is None:
-            if batch is not None:  # full: queued, and a new one started
-                sent.append((group, await self.producer.send_batch(batch, topic,
-                                                                   partition=partition)))
-            group, batch = [], self.producer.create_batch()
-            batch.append(key=row.key, value=row.value, timestamp=None, headers=headers)
-            open_batches[(topic, partition)] = (group, batch)
-        group.append(row)
+        await window.flush()
+        return window.sent, refused
 
     async def _send(self, row: Any) -> asyncio.Future[Any]:
         if row.key is None and row.value is None:
             raise EmptyRecord("a record needs a key or a value")
         fut: asyncio.Future[Any] = await self.producer.send(
             self.topic_prefix + row.topic, value=row.value, key=row.key,
-            headers=decode_headers(self._headers(row)),
+            headers=self._record_headers(row),
         )
         return fut
 

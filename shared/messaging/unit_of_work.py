@@ -225,8 +225,10 @@ class SqlUnitOfWork(UnitOfWork):
                 wrote = await self.flush_outbox()
                 await self.session.commit()
                 if wrote:
-                    self.ctx.wake_relay.set()  # this process's relay, if it leads
-                    self.ctx.committed.set()  # else the bell rings the leader (RelayBell)
+                    if self.ctx.relay_leads:
+                        self.ctx.wake_relay.set()
+                    else:  # the leader is another process: the bell rings it (RelayBell)
+                        self.ctx.committed.set()
             else:
                 await self.session.rollback()
         finally:
