@@ -38,7 +38,7 @@ import codecs
 import io
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Literal, Protocol
 from xml.parsers import expat
 
@@ -87,27 +87,124 @@ def _format_of(record: Record) -> MarcFormat:
     return "unimarc" if "200" in tags and "245" not in tags else "marc21"
 
 
+class _Field(Protocol):
+    """What reading a bib asks of a field: pymarc's Field, or a `_LeanField`."""
+
+    tag: str
+    control_field: bool
+    data: str | None
+
+    def get_subfields(self, *codes: str) -> list[str]: ...
+
+    def get(self, code: str, default: str | None = None) -> str | None: ...
+
+
 class _Indexed:
     """A record's fields by tag, gathered once: reading a bib asks for a dozen tags, and
     pymarc's `get_fields` walks every field each time."""
 
-    __slots__ = ("by_tag", "record")
+    __slots__ = ("by_tag", "fields")
 
-    def __init__(self, record: Record) -> None:
-        self.record = record
-        self.by_tag: dict[str, list[Field]] = {}
-        for fld in record.fields:
+    def __init__(self, fields: list[_Field]) -> None:
+        self.fields = fields
+        self.by_tag: dict[str, list[_Field]] = {}
+        for fld in fields:
             self.by_tag.setdefault(fld.tag, []).append(fld)
 
-    def get_fields(self, *tags: str) -> list[Field]:
+    def get_fields(self, *tags: str) -> list[_Field]:
         """The fields with these tags, in record order."""
         if len(tags) == 1:
             return self.by_tag.get(tags[0], [])
-        return [fld for fld in self.record.fields if fld.tag in tags]
+        return [fld for fld in self.fields if fld.tag in tags]
 
-    def get(self, tag: str) -> Field | None:
+    def get(self, tag: str) -> _Field | None:
         found = self.by_tag.get(tag)
         return found[0] if found else None
+
+
+class _Declined(Exception):
+    """A record the lean reader leaves to pymarc (see `_lean`)."""
+
+
+class _LeanField:
+    """One field of a UTF-8 ISO 2709 record, its subfields decoded when first asked for:
+    a bib reads a dozen of a record's fields, and only their subfields."""
+
+    __slots__ = ("_raw", "_subfields", "control_field", "data", "tag")
+
+    def __init__(self, tag: str, raw: bytes) -> None:
+        self.tag = tag
+        self._raw = raw
+        self._subfields: list[tuple[str, str]] | None = None
+        self.control_field = tag < "010" and tag.isdigit()
+        self.data = raw.decode("utf-8") if self.control_field else None
+
+    def subfields(self) -> list[tuple[str, str]]:
+        if self._subfields is None:
+            out = []
+            for part in self._raw.split(b"\x1f")[1:]:
+                if part:
+                    if part[0] >= 0x80:
+                        raise _Declined  # a subfield code pymarc repairs its own way
+                    out.append((chr(part[0]), part[1:].decode("utf-8")))
+            self._subfields = out
+        return self._subfields
+
+    def get_subfields(self, *codes: str) -> list[str]:
+        if self.control_field:
+            return []
+        return [value for code, value in self.subfields() if code in codes]
+
+    def get(self, code: str, default: str | None = None) -> str | None:
+        if self.control_field:
+            return default
+        for have, value in self.subfields():
+            if have == code:
+                return value
+        return default
+
+
+def _lean(raw: bytes) -> _Indexed:
+    """The fields of a UTF-8 ISO 2709 record, read straight from its directory.
+
+    pymarc builds an object per field and per subfield of every field; a bib needs a
+    dozen fields. This reads only the directory and leaves each field's bytes until asked
+    for, and it is the reading for well-formed UTF-8 records only: anything else (MARC-8,
+    a directory entry that is not digits, bytes that are not UTF-8, no fields) raises
+    `_Declined`, and pymarc reads the record, accepting or refusing it as it does. The
+    fields and values are pymarc's own (tests/unit/test_marc_lean.py checks that).
+    """
+    if len(raw) < 25 or not raw[:24].isascii():
+        raise _Declined
+    base = raw[12:17]
+    if not (base.isdigit() and raw[:5].isdigit()):
+        raise _Declined
+    start = int(base)
+    if not 0 < start < len(raw) or len(raw) < int(raw[:5]):
+        raise _Declined
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Declined from None
+    directory = raw[24:start - 1]
+    if not directory or len(directory) % 12 or not directory.isdigit():
+        raise _Declined  # (tags too: a letter in a tag is pymarc's to read)
+    fields: list[_Field] = []
+    for at in range(0, len(directory), 12):
+        offset = start + int(directory[at + 7:at + 12])
+        end = offset + int(directory[at + 3:at + 7]) - 1
+        # Each field between field terminators: then, the record being UTF-8, so is each
+        # field, and each value cut from it at a subfield mark.
+        if end >= len(raw) or raw[offset - 1] != 0x1E or raw[end] != 0x1E:
+            raise _Declined
+        tag = directory[at:at + 3].decode("ascii")
+        data = raw[offset:end]
+        if tag >= "010":
+            mark = data.find(b"\x1f")
+            if not (data[:mark] if mark >= 0 else data).isascii():
+                raise _Declined  # indicators pymarc refuses: it says why
+        fields.append(_LeanField(tag, data))
+    return _Indexed(fields)
 
 
 def _first(record: _Indexed, tags: tuple[str, ...], code: str) -> str | None:
@@ -167,7 +264,7 @@ def _unimarc_classification(record: _Indexed) -> tuple[str, str] | None:
     return None
 
 
-def _subfield(fld: Field, code: str) -> str | None:
+def _subfield(fld: _Field, code: str) -> str | None:
     """The field's first `code` subfield that is not blank, stripped."""
     for value in fld.get_subfields(code):
         if value and value.strip():
@@ -210,7 +307,11 @@ def bib_from_record(marc_record: Record, *, keep: bool = True,
                     raw: bytes | None = None) -> domain.BibData | str:
     """The bib data of one MARC 21 record, or why it can't make a bib; `keep` adds the
     record itself: `raw` when it was read from those bytes, else written out by pymarc."""
-    record = _Indexed(marc_record)
+    return _marc21(_Indexed(list(marc_record.fields)),
+                   lambda: raw if raw is not None else _as_marc(marc_record) if keep else None)
+
+
+def _marc21(record: _Indexed, marc: Callable[[], bytes | None]) -> domain.BibData | str:
     title = domain.clean_marc_text(_first(record, ("245",), "a"))
     if title is None:
         return "no title in 245$a"
@@ -227,7 +328,7 @@ def bib_from_record(marc_record: Record, *, keep: bool = True,
         classification=classified[0] if classified else None,
         classification_scheme=classified[1] if classified else None,
         subjects=_all(record, ("650", "600", "610", "651"), "a"),
-        marc=raw if raw is not None else _as_marc(marc_record) if keep else None,
+        marc=marc(),
         holdings=_holdings(record, ("852", "952")),
     )
 
@@ -237,7 +338,11 @@ def bib_from_unimarc(marc_record: Record, *, keep: bool = True,
     """The bib data of one UNIMARC (CNMARC) record, or why it can't make a bib; `keep`
     adds the record itself: `raw` when it was read from those bytes, else written out by
     pymarc."""
-    record = _Indexed(marc_record)
+    return _unimarc(_Indexed(list(marc_record.fields)),
+                    lambda: raw if raw is not None else _as_marc(marc_record) if keep else None)
+
+
+def _unimarc(record: _Indexed, marc: Callable[[], bytes | None]) -> domain.BibData | str:
     title = domain.clean_marc_text(_first(record, ("200",), "a"))
     if title is None:
         return "no title in 200$a"
@@ -253,7 +358,7 @@ def bib_from_unimarc(marc_record: Record, *, keep: bool = True,
         classification=classified[0] if classified else None,
         classification_scheme=classified[1] if classified else None,
         subjects=_all(record, ("606", "600", "601", "607"), "a"),
-        marc=raw if raw is not None else _as_marc(marc_record) if keep else None,
+        marc=marc(),
         holdings=_holdings(record, ("905",)),
     )
 
@@ -331,6 +436,11 @@ def _iter_iso2709(source: _Source, marc_format: MarcFormat | None,
 
 def _bib_from_iso2709(raw: bytes, marc_format: MarcFormat) -> domain.BibData | str:
     unimarc = marc_format == "unimarc"
+    if unimarc or raw[9:10] == b"a":  # UTF-8 (CNMARC is read as UTF-8 whatever it says)
+        try:
+            return (_unimarc if unimarc else _marc21)(_lean(raw), lambda: raw)
+        except (_Declined, UnicodeDecodeError):
+            pass  # pymarc reads it, and accepts or refuses it in its own words
     try:
         record = Record(force_utf8=unimarc)
         record.decode_marc(raw, to_unicode=True, force_utf8=unimarc)
