@@ -55,7 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.messaging.partitioning import partition_of
+from shared.messaging.partitioning import murmur2_many, partition_of
 from shared.service import metrics
 from shared.service.settings import Settings, load_settings
 
@@ -316,10 +316,11 @@ class _Window:
         self._open: dict[tuple[str, int], tuple[list[Any], Any]] = {}
         self._partitions: dict[str, list[int]] = {}
 
-    async def add(self, row: Any, topic: str, headers: list[tuple[str, bytes | None]]) -> None:
+    async def add(self, row: Any, topic: str, headers: list[tuple[str, bytes | None]],
+                  hashed: int | None = None) -> None:
         if topic not in self._partitions:
             self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        partition = partition_of(row.key, self._partitions[topic])
+        partition = partition_of(row.key, self._partitions[topic], hashed)
         group, batch = self._open.get((topic, partition)) or ([], None)
         if batch is None or batch.append(key=row.key, value=row.value, timestamp=None,
                                          headers=headers) is None:
@@ -582,7 +583,9 @@ class OutboxRelay:
         """
         window = _Window(self.producer)
         refused: list[tuple[Any, str, BaseException]] = []
+        hashes = iter(murmur2_many([row.key for row in rows if row.key is not None]))
         for row in rows:
+            hashed = next(hashes) if row.key is not None else None
             try:
                 size = len(row.key or b"") + len(row.value or b"")
                 if (row.key is None and row.value is None) or size > SINGLE_RECORD_FROM:
@@ -590,7 +593,7 @@ class OutboxRelay:
                     window.sent.append(([row], await self._send(row)))
                 else:
                     await window.add(row, self.topic_prefix + row.topic,
-                                     self._record_headers(row))
+                                     self._record_headers(row), hashed)
             except Exception as exc:
                 error_type = refused_for_good(exc)  # an invalid topic, a record too large
                 if error_type is None:

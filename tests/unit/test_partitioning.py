@@ -29,3 +29,17 @@ def test_known_values_from_kafkas_java_client() -> None:
 
 def test_a_record_without_key_goes_to_some_partition() -> None:
     assert partitioning.partition_of(None, [0, 1, 2]) in {0, 1, 2}
+
+
+@given(st.lists(st.binary(max_size=40), max_size=80),
+       st.lists(st.binary(min_size=36, max_size=36), min_size=16, max_size=40))
+def test_many_keys_hash_as_each_alone(mixed: list[bytes], same_length: list[bytes]) -> None:
+    # Mixed lengths (mostly hashed one by one) and a column of one length (numpy).
+    keys = mixed + same_length + [b"x" * 39] * 20 + [b"y" * 41] * 20 + [b""] * 17
+    assert partitioning.murmur2_many(keys) == [murmur2(k) for k in keys]
+
+
+def test_many_known_values_from_kafkas_java_client() -> None:
+    keys = [b"21", b"foobar", b"a-little-bit-long-string"] * 20
+    assert partitioning.murmur2_many(keys)[:3] == [
+        v & 0xFFFFFFFF for v in (-973932308, -790332482, -985981536)]
