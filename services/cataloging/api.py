@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile, status
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import (
     ColumnElement,
+    and_,
     func,
     literal_column,
     or_,
@@ -203,10 +204,12 @@ def _holds_copy(branch: str | None, available: bool | None) -> list[ColumnElemen
     from the bib's own holdings summary (`owners`, `shelves`: see models)."""
     if branch is None and available is None:
         return []
+    # `cardinality(...) > 0` first: the GIN indexes hold only titles with copies (models).
+    owned = and_(func.cardinality(SEARCH.owners) > 0, SEARCH.owners.contains([branch]))
+    shelved = and_(func.cardinality(SEARCH.shelves) > 0, SEARCH.shelves.contains([branch]))
     if available is None:
-        return [or_(SEARCH.owners.contains([branch]), SEARCH.shelves.contains([branch]))]
-    on_shelf = (SEARCH.shelves.contains([branch]) if branch is not None
-                else func.cardinality(SEARCH.shelves) > 0)
+        return [or_(owned, shelved)]
+    on_shelf = shelved if branch is not None else func.cardinality(SEARCH.shelves) > 0
     return [on_shelf if available else ~on_shelf]
 
 

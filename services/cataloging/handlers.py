@@ -644,9 +644,8 @@ async def import_batch(
     states = touched.values()
     await _write_bibs(uow, [s for s in states if s.new],
                       [s for s in states if not s.new and s.changed])
-    for state in states:
-        if state.new or state.changed:
-            _announce_state(uow, state)
+    uow.emit_bulk(BibUpserted, (_upserted(state) for state in states
+                                if state.new or state.changed))
     if holdings:
         result.items_created = await import_holdings(uow, holdings, notes)
     lines = []
@@ -661,15 +660,15 @@ async def import_batch(
     return result
 
 
-def _announce_state(uow: UnitOfWork, state: _BibState) -> None:
+def _upserted(state: _BibState) -> tuple[str, dict[str, Any]]:
+    """A `cataloging.bib_upserted` payload as JSON values, from a description checked
+    already (an import announces every bib it makes or changes: `emit_bulk`)."""
     d = state.description
-    # Built from a description already checked, so not validated again: an import
-    # announces every bib it makes or changes.
-    uow.emit(BibUpserted.model_construct(
-        bib_id=state.bib_id, isbns=[state.isbn13] if state.isbn13 else [], title=d.title,
-        author=d.author, publisher=d.publisher, year=d.year, language=d.language,
-        classification=d.classification, subjects=list(d.subjects) or None),
-        subject=state.bib_id)
+    return state.bib_id, {
+        "bib_id": state.bib_id, "isbns": [state.isbn13] if state.isbn13 else [],
+        "title": d.title, "author": d.author, "publisher": d.publisher, "year": d.year,
+        "language": d.language, "classification": d.classification,
+        "subjects": list(d.subjects) or None}
 
 
 async def _driver(uow: SqlUnitOfWork) -> Any:

@@ -11,8 +11,10 @@ import abc
 import json
 import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
+from pydantic import TypeAdapter
 from sqlalchemy import String, any_, bindparam, event, insert, inspect, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import SQLModel, col, select
@@ -25,6 +27,8 @@ from shared.contracts import (
     Event,
     dead_letter_topic,
     make_event,
+    new_id,
+    utcnow,
 )
 from shared.messaging.outbox import ServiceContext, encode_headers
 from shared.service import metrics
@@ -34,6 +38,9 @@ log = logging.getLogger(__name__)
 
 _CONTENT_TYPE_HEADERS = encode_headers([("content-type", CONTENT_TYPE.encode())])
 _CONTENT_TYPE_JSON = json.dumps(_CONTENT_TYPE_HEADERS)  # nearly every row's, written once
+#: Event times as the envelope's JSON has them (pydantic's form), and compact JSON.
+_JSON_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 M = TypeVar("M", bound=SQLModel)
 T = TypeVar("T")
@@ -198,6 +205,18 @@ class UnitOfWork(abc.ABC):
         self.emitted.append(envelope)
         return envelope
 
+    def emit_bulk(self, event: type[Event],
+                  payloads: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Queue one `event` per (subject, payload), in order, after those emitted before.
+
+        For bulk work whose payloads are plain JSON values built from parts checked
+        already (an import announces every bib it makes or changes): nothing is validated
+        again. Here each goes through `emit`; the SQL unit of work writes the envelopes'
+        JSON at once, without a model per event (~5 µs an event against ~25).
+        """
+        for subject, payload in payloads:
+            self.emit(event.model_construct(**payload), subject=subject)
+
 
 class SqlUnitOfWork(UnitOfWork):
     """One Postgres transaction: state changes, inbox rows and outbox rows commit together."""
@@ -207,7 +226,9 @@ class SqlUnitOfWork(UnitOfWork):
         self.ctx = ctx
         self.session: AsyncSession = ctx.sessionmaker()
         self._repos: dict[type[Any], SqlRepository[Any]] = {}
-        self._raw_rows: list[dict[str, Any]] = []
+        #: Outbox rows queued as bytes already (forwarded, dead-lettered, emitted in bulk),
+        #: each with how many events `emit` had queued before it: rows keep queue order.
+        self._raw_rows: list[tuple[int, dict[str, Any]]] = []
         self._queued = 0  # emitted events already written to the outbox
         # The identity map holds rows weakly; rows a batch's prefetch loaded must stay in it
         # so handlers' lookups find them instead of querying (and autoflushing) per event.
@@ -261,15 +282,13 @@ class SqlUnitOfWork(UnitOfWork):
             ("original-partition", str(partition).encode()),
             ("original-offset", str(offset).encode()),
         ]
-        self._raw_rows.append(
-            {
-                "topic": dead_letter_topic(self.ctx.service),
-                "key": key,
-                "value": value,
-                "headers": encode_headers([*headers, *extra]),
-                "event_type": f"dlq:{error_type}",
-            }
-        )
+        self._raw_rows.append((len(self.emitted), {
+            "topic": dead_letter_topic(self.ctx.service),
+            "key": key,
+            "value": value,
+            "headers": encode_headers([*headers, *extra]),
+            "event_type": f"dlq:{error_type}",
+        }))
         metrics.DEAD_LETTERED.labels(self.ctx.service, error_type).inc()
         log.warning(
             "dead-lettered record",
@@ -278,20 +297,35 @@ class SqlUnitOfWork(UnitOfWork):
         )
 
     def _outbox_rows(self) -> list[dict[str, Any]]:
-        rows = [
-            {
-                "topic": EVENTS[env.type].topic,
-                "key": env.subject.encode(),
-                "value": env.to_bytes(),
-                "headers": _CONTENT_TYPE_HEADERS,
-                "event_type": env.type,
-            }
-            for env in self.emitted[self._queued:]
-        ]
+        """The rows queued since the last flush, in the order they were queued."""
+        rows: list[dict[str, Any]] = []
+        raw, taken = self._raw_rows, 0
+        for at in range(self._queued, len(self.emitted)):
+            while taken < len(raw) and raw[taken][0] <= at:  # queued before emitted[at]
+                rows.append(raw[taken][1])
+                taken += 1
+            env = self.emitted[at]
+            rows.append({"topic": EVENTS[env.type].topic, "key": env.subject.encode(),
+                         "value": env.to_bytes(), "headers": _CONTENT_TYPE_HEADERS,
+                         "event_type": env.type})
+        rows.extend(row for _, row in raw[taken:])
         self._queued = len(self.emitted)
-        rows.extend(self._raw_rows)
         self._raw_rows = []
         return rows
+
+    def emit_bulk(self, event: type[Event],
+                  payloads: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        topic, event_type = EVENTS[event.event_type].topic, event.event_type
+        head = {"specversion": "1.0", "source": self.source, "type": event_type,
+                "time": _JSON_TIME.dump_python(utcnow(), mode="json")}
+        dumps, position = _DUMPS, len(self.emitted)
+        for subject, payload in payloads:
+            envelope = {"id": new_id(), **head, "subject": subject,
+                        "datacontenttype": "application/json", "schemaversion": 1,
+                        "data": {k: v for k, v in payload.items() if v is not None}}
+            self._raw_rows.append((position, {
+                "topic": topic, "key": subject.encode(), "value": dumps(envelope).encode(),
+                "headers": _CONTENT_TYPE_HEADERS, "event_type": event_type}))
 
     def forward(self, *, topic: str, key: bytes, value: bytes, event_type: str,
                 headers: Sequence[tuple[str, bytes | None]] = ()) -> None:
@@ -300,11 +334,11 @@ class SqlUnitOfWork(UnitOfWork):
         It is published by the relay like any event of this service, so it is durable
         from the commit on, whatever the broker is doing.
         """
-        self._raw_rows.append({
+        self._raw_rows.append((len(self.emitted), {
             "topic": topic, "key": key, "value": value, "event_type": event_type,
             "headers": encode_headers(
                 [("content-type", CONTENT_TYPE.encode()), *headers]),
-        })
+        }))
 
     async def flush_outbox(self) -> int:
         """Insert the queued events in one statement (arrays, not one row per statement)."""
