@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import or_, text
-from sqlalchemy import select as sa_select
+from sqlalchemy import text
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,7 +35,7 @@ from shared.contracts.circulation import ItemStatusChanged
 from shared.contracts.logistics import SiteUpserted
 from shared.errors import Conflict, NotFound
 from shared.messaging.consumer import Handlers
-from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork, one_of
+from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
 from shared.service.app import Service
 
 log = logging.getLogger(__name__)
@@ -506,9 +505,11 @@ class _BibState:
     key: str | None = None
     text: str | None = None
 
-    def describe(self, description: domain.Description, like: domain.Prepared) -> None:
-        """Take a new description; key and text are the record's when it is the record's."""
-        if description == domain.Description.of(like.data):
+    def describe(self, description: domain.Description, incoming: domain.Description,
+                 like: domain.Prepared) -> None:
+        """Take a new description; key and text are the record's (`like`, described as
+        `incoming`) when it is the record's."""
+        if description is incoming or description == incoming:
             self.key, self.text = like.key, like.search_text
         elif description != self.description:
             self.key = domain.match_key(description.title, description.author,
@@ -537,10 +538,15 @@ _BIB = Bib.metadata.tables[f"{SCHEMA}.bib"]
 _BIB_COLUMNS = ("bib_id", "isbn13", "isbn_valid", "title", "author", "publisher", "year",
                 "language", "classification", "classification_scheme", "subjects",
                 "search_text", "match_key", "marc", "created_at")
-#: What matching reads of a bib (not its search vector or holdings summary).
-_MATCHED_COLUMNS = ("bib_id", "isbn13", "isbn_valid", "title", "author", "publisher", "year",
-                    "language", "classification", "classification_scheme", "subjects",
-                    "match_key", "marc")
+#: The bibs a batch's ISBNs and title keys match, locked, with what matching reads of them
+#: (not the search vector or the holdings summary); subjects as text[].
+_MATCH_BIBS = f"""
+SELECT bib_id, isbn13, isbn_valid, title, author, publisher, year, language, classification,
+       classification_scheme, ARRAY(SELECT jsonb_array_elements_text(subjects)), match_key,
+       marc
+  FROM {SCHEMA}.bib WHERE isbn13 = ANY($1::text[]) OR match_key = ANY($2::text[])
+ ORDER BY bib_id FOR UPDATE
+"""
 _ITEM_COLUMNS = ("barcode", "bib_id", "call_number", "owning_branch", "site", "status",
                  "created_at", "cataloged_at", "label_printed_at")
 _LINE_COLUMNS = ("job_id", "position", "outcome", "bib_id", "matched_by", "reason")
@@ -579,21 +585,22 @@ async def import_batch(
     isbns = sorted({p.isbn.value for _, p in parsed if p.isbn is not None})
     keys = sorted({p.key for _, p in parsed if p.key is not None})
     if isbns or keys:
-        found = await uow.session.execute(
-            sa_select(*(_BIB.c[name] for name in _MATCHED_COLUMNS))
-            .where(or_(one_of(_BIB.c.isbn13, isbns),
-                                      one_of(_BIB.c.match_key, keys)))
-            .order_by(_BIB.c.bib_id).with_for_update())
-        for row in found:
-            known = _BibState(row.bib_id, row.isbn13, row.isbn_valid, domain.Description(
-                title=row.title, author=row.author, publisher=row.publisher, year=row.year,
-                language=row.language, classification=row.classification,
-                classification_scheme=row.classification_scheme,
-                subjects=tuple(row.subjects), marc=row.marc), new=False, key=row.match_key)
-            if row.isbn13 is not None:
-                by_isbn[row.isbn13] = known
-            if row.match_key is not None:
-                by_key.setdefault(row.match_key, known)
+        # The raw connection: asyncpg's records and its text[] decoding, rather than a
+        # SQLAlchemy row and a JSON decode per bib (a fifth of a matched batch's CPU).
+        # Rows the session still holds go first, so the lookup sees them.
+        await uow.session.flush()
+        for (bib_id, isbn13, isbn_valid, title, author, publisher, year, language,
+             classification, scheme, subjects, match_key, marc) in await (
+                await _driver(uow)).fetch(_MATCH_BIBS, isbns, keys):
+            known = _BibState(bib_id, isbn13, isbn_valid, domain.Description(
+                title=title, author=author, publisher=publisher, year=year,
+                language=language, classification=classification,
+                classification_scheme=scheme, subjects=tuple(subjects), marc=marc),
+                new=False, key=match_key)
+            if isbn13 is not None:
+                by_isbn[isbn13] = known
+            if match_key is not None:
+                by_key.setdefault(match_key, known)
     touched: dict[str, _BibState] = {}
     notes: dict[int, str] = {}
     holdings: list[tuple[int, _BibState, domain.Holding]] = []
@@ -619,7 +626,7 @@ async def import_batch(
         else:
             outcome, described = domain.apply_match(state.description, incoming, on_match)
             differs = described != state.description
-            state.describe(described, prepared)
+            state.describe(described, incoming, prepared)
             if state.isbn13 is None and isbn is not None:
                 state.isbn13, state.isbn_valid = isbn.value, isbn.valid
                 outcome, differs = ("merged" if outcome == "kept" else outcome), True
