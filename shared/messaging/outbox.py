@@ -287,23 +287,45 @@ class RelayBell:
 
     async def _run(self) -> None:
         channel = relay_channel(self.ctx.tables.schema)
-        while True:
-            await self.ctx.committed.wait()
-            self.ctx.committed.clear()
-            if self.ctx.relay_leads:
-                continue
-            try:
-                async with self.engine.connect() as conn:
-                    await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": channel})
-                    await conn.commit()
-                self.rung += 1
-                # Commits of the next few ms share the next ring: a busy desk process
-                # rings about a hundred times a second at most, not once per call.
-                await asyncio.sleep(BELL_GAP_S)
-            except Exception as exc:  # noqa: BLE001 - the leader still polls
-                log.warning("relay bell failed; the leader finds the rows at its next poll",
-                            extra={"service": self.ctx.service, "error": repr(exc)})
-                await asyncio.sleep(1.0)
+        # A connection of its own, kept: one round trip a ring (autocommit), not a pool
+        # checkout with its ping, BEGIN and COMMIT competing with the desk calls for
+        # the pool.
+        conn: AsyncConnection | None = None
+        try:
+            while True:
+                await self.ctx.committed.wait()
+                self.ctx.committed.clear()
+                if self.ctx.relay_leads:
+                    continue
+                try:
+                    if conn is None:
+                        conn = await self.engine.connect()
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    assert driver is not None
+                    await driver.execute("SELECT pg_notify($1, '')", channel)
+                    self.rung += 1
+                    # Commits of the next few ms share the next ring: a busy desk process
+                    # rings about a hundred times a second at most, not once per call.
+                    await asyncio.sleep(BELL_GAP_S)
+                except Exception as exc:  # noqa: BLE001 - the leader still polls
+                    log.warning("relay bell failed; the leader finds the rows at its next "
+                                "poll", extra={"service": self.ctx.service,
+                                               "error": repr(exc)})
+                    if conn is not None:
+                        await _discard(conn)
+                        conn = None
+                    await asyncio.sleep(1.0)
+        finally:
+            if conn is not None:
+                await _discard(conn)
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Close a connection for good (not back to the pool: its state is unknown)."""
+    try:
+        await conn.invalidate()
+    except Exception:  # noqa: BLE001 - already dead is fine
+        pass
 
 
 class _Window:
@@ -490,10 +512,7 @@ class OutboxRelay:
         self.ctx.relay_leads = False
         conn, self._lock_conn, self.lock_pid = self._lock_conn, None, None
         if conn is not None:
-            try:
-                await conn.invalidate()
-            except Exception:  # noqa: BLE001 - already dead is fine
-                pass
+            await _discard(conn)
 
     async def drain_once(self) -> int:
         """Claim, publish and mark one window of rows; return how many were published.
