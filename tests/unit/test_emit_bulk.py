@@ -1,14 +1,16 @@
-"""Events emitted in bulk are the events `emit` makes, and rows keep the order queued."""
+"""Events emitted in bulk are the events `emit` makes, rows keep the order queued, and
+event ids are random UUIDs."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.contracts import parse_bytes
+from shared.contracts import new_id, parse_bytes
 from shared.contracts.cataloging import BibUpserted
 from shared.messaging.outbox import ServiceContext, outbox_tables
 from shared.messaging.unit_of_work import SqlUnitOfWork
@@ -69,3 +71,13 @@ def test_the_in_memory_unit_of_work_emits_bulk_events_one_by_one() -> None:
     uow.emit_bulk(BibUpserted, [("B1", PAYLOAD), ("B2", {**PAYLOAD, "bib_id": "B2"})])
     assert [(e.subject, e.data["bib_id"]) for e in uow.emitted] == [("B1", "B1"), ("B2", "B2")]
     assert "publisher" not in uow.emitted[0].data
+
+
+def test_event_ids_are_random_rfc_4122_uuids() -> None:
+    ids = [new_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    # every variant nibble (8, 9, a, b) turns up: the random bits are not lost
+    assert {text[19] for text in ids} == set("89ab")
