@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymarc import Field, Indicators, MARCWriter, Record, Subfield
@@ -115,3 +117,30 @@ def test_a_record_with_any_byte_changed_reads_the_same_both_ways(
     raw[int(at * len(raw))] = byte
     both_ways(bytes(raw), marc_format)
 
+
+
+OTHER_SYSTEMS = sorted(p for p in (Path(__file__).parent / "data" / "marc" / "pymarc").iterdir()
+                       if p.suffix in (".dat", ".mrc"))
+
+
+@pytest.mark.parametrize("path", OTHER_SYSTEMS, ids=lambda p: p.name)
+@pytest.mark.filterwarnings("ignore")
+def test_records_from_other_systems_read_the_same_both_ways(path: Path) -> None:
+    records = list(marc.split_records(io.BytesIO(path.read_bytes())))
+    assert records
+    for marc_format in ("marc21", "unimarc"):
+        for raw in records:
+            both_ways(raw, marc_format)
+
+
+def test_the_records_from_other_systems_are_there_and_most_are_read_lean() -> None:
+    assert len(OTHER_SYSTEMS) == 20
+    lean = 0
+    for path in OTHER_SYSTEMS:
+        for raw in marc.split_records(io.BytesIO(path.read_bytes())):
+            try:
+                marc._lean(raw)
+                lean += 1
+            except marc._Declined:
+                pass
+    assert lean >= 50  # of 72: the rest (MARC-8, bad bytes, letters in tags) are pymarc's
