@@ -534,7 +534,6 @@ class ImportResult:
         setattr(self, outcome, getattr(self, outcome) + 1)
 
 
-_BIB = Bib.metadata.tables[f"{SCHEMA}.bib"]
 _BIB_COLUMNS = ("bib_id", "isbn13", "isbn_valid", "title", "author", "publisher", "year",
                 "language", "classification", "classification_scheme", "subjects",
                 "search_text", "match_key", "marc", "created_at")

@@ -135,7 +135,7 @@ _VARIANT = {f"{n:x}": f"{0x8 | (n & 0x3):x}" for n in range(16)}
 
 def new_id() -> str:
     """A random (version 4) UUID as text, from 16 random bytes: what `str(uuid.uuid4())`
-    gives, at a quarter of its cost (every event gets one)."""
+    gives, at half its cost (every event gets one)."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 

@@ -316,11 +316,12 @@ class SqlUnitOfWork(UnitOfWork):
     def emit_bulk(self, event: type[Event],
                   payloads: Iterable[tuple[str, dict[str, Any]]]) -> None:
         topic, event_type = EVENTS[event.event_type].topic, event.event_type
-        head = {"specversion": "1.0", "source": self.source, "type": event_type,
-                "time": _JSON_TIME.dump_python(utcnow(), mode="json")}
+        time = _JSON_TIME.dump_python(utcnow(), mode="json")
         dumps, position = _DUMPS, len(self.emitted)
         for subject, payload in payloads:
-            envelope = {"id": new_id(), **head, "subject": subject,
+            # The fields in the envelope's own order, as `Envelope.to_bytes` writes them.
+            envelope = {"specversion": "1.0", "id": new_id(), "source": self.source,
+                        "type": event_type, "time": time, "subject": subject,
                         "datacontenttype": "application/json", "schemaversion": 1,
                         "data": {k: v for k, v in payload.items() if v is not None}}
             self._raw_rows.append((position, {

@@ -81,3 +81,11 @@ def test_event_ids_are_random_rfc_4122_uuids() -> None:
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
     # every variant nibble (8, 9, a, b) turns up: the random bits are not lost
     assert {text[19] for text in ids} == set("89ab")
+
+
+def test_a_bulk_envelope_has_the_fields_in_the_order_emit_writes_them() -> None:
+    uow = sql_uow()
+    uow.emit(BibUpserted.model_validate(PAYLOAD), subject="B1")
+    uow.emit_bulk(BibUpserted, [("B1", PAYLOAD)])
+    one, bulk = uow._outbox_rows()
+    assert list(json.loads(bulk["value"])) == list(json.loads(one["value"]))
