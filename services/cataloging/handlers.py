@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import text
@@ -492,7 +493,7 @@ async def keep_holdings(service: Service) -> None:
 
 
 @dataclass
-class _BibState:
+class BibState:
     """A bib an import batch matched or made, as it will be written (with its match key
     and search text, once they are known for its description)."""
 
@@ -504,6 +505,9 @@ class _BibState:
     changed: bool = False
     key: str | None = None
     text: str | None = None
+    #: Its `updated_at` as read (None for a bib never changed since it was made): the
+    #: UPDATE writes it only if it is still that.
+    seen: datetime | None = None
 
     def describe(self, description: domain.Description, incoming: domain.Description,
                  like: domain.Prepared) -> None:
@@ -537,18 +541,21 @@ class ImportResult:
 _BIB_COLUMNS = ("bib_id", "isbn13", "isbn_valid", "title", "author", "publisher", "year",
                 "language", "classification", "classification_scheme", "subjects",
                 "search_text", "match_key", "marc", "created_at")
-#: The bibs a batch's ISBNs and title keys match, locked, with what matching reads of them
-#: (not the search vector or the holdings summary); subjects as text[].
+#: The bibs a batch's ISBNs and title keys match, with what matching reads of them (not the
+#: search vector or the holdings summary); subjects as text[]. Unlocked: a bib the batch
+#: changes is written only if its `updated_at` is still the one read here (`StaleMatch`).
 _MATCH_BIBS = f"""
 SELECT bib_id, isbn13, isbn_valid, title, author, publisher, year, language, classification,
        classification_scheme, ARRAY(SELECT jsonb_array_elements_text(subjects)), match_key,
-       marc
+       marc, updated_at
   FROM {SCHEMA}.bib WHERE isbn13 = ANY($1::text[]) OR match_key = ANY($2::text[])
- ORDER BY bib_id FOR UPDATE
+ ORDER BY bib_id
 """
 _ITEM_COLUMNS = ("barcode", "bib_id", "call_number", "owning_branch", "site", "status",
                  "created_at", "cataloged_at", "label_printed_at")
 _LINE_COLUMNS = ("job_id", "position", "outcome", "bib_id", "matched_by", "reason")
+#: Changed bibs, each only as the batch read it: a row another writer changed (or that is
+#: not there) in the meantime is left alone, and the count tells (`StaleMatch`).
 _UPDATE_BIBS = f"""
 UPDATE {SCHEMA}.bib AS b SET isbn13 = v.isbn13, isbn_valid = v.isbn_valid, title = v.title,
   author = v.author, publisher = v.publisher, year = v.year, language = v.language,
@@ -557,72 +564,115 @@ UPDATE {SCHEMA}.bib AS b SET isbn13 = v.isbn13, isbn_valid = v.isbn_valid, title
   marc = v.marc, updated_at = v.updated_at
 FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[],
             $7::int[], $8::text[], $9::text[], $10::text[], $11::text[]::jsonb[], $12::text[],
-            $13::text[], $14::bytea[], $15::timestamptz[])
+            $13::text[], $14::bytea[], $15::timestamptz[], $16::timestamptz[])
   AS v(bib_id, isbn13, isbn_valid, title, author, publisher, year, language, classification,
-       classification_scheme, subjects, search_text, match_key, marc, updated_at)
-WHERE b.bib_id = v.bib_id
+       classification_scheme, subjects, search_text, match_key, marc, updated_at, seen)
+WHERE b.bib_id = v.bib_id AND b.updated_at IS NOT DISTINCT FROM v.seen
 """
 
+Record = tuple[int, "domain.Prepared | domain.BibData | str"]
 
-async def import_batch(
-    uow: SqlUnitOfWork, records: Sequence[tuple[int, domain.Prepared | domain.BibData | str]],
-    *, on_match: domain.OnMatch, job_id: str | None = None,
-) -> ImportResult:
-    """Match, create and update the bibs of one batch of records, set-based.
 
-    One locked SELECT finds every bib the batch's ISBNs and title keys match; new bibs go
-    in by COPY, changed ones by one UPDATE over arrays, report lines by COPY: a few round
-    trips per batch whatever its size. Records matching each other within the batch meet
-    in one bib. Holdings in the records become catalogued items (`import_holdings`).
-    A string in place of a record is why it could not be read (a rejection).
+class StaleMatch(Exception):
+    """A bib the batch matched changed (or went) after it was read: the batch is planned
+    again from what is committed now."""
+
+
+@dataclass
+class ImportPlan:
+    """One batch matched and worked out, not yet written (`plan_import`, `write_import`).
+
+    `carried` is what the next batch starts from while this one is still being written:
+    every bib this batch made or changed as it will be once committed.
     """
-    result = ImportResult()
+
+    records: Sequence[Record]
+    now: datetime
+    touched: dict[str, BibState]
+    outcome_of: dict[int, tuple[str, BibState | None, str | None]]
+    notes: dict[int, str]
+    holdings: list[tuple[int, BibState, domain.Holding]]
+
+    def carried(self) -> list[BibState]:
+        return [replace(s, new=False, changed=False,
+                        seen=None if s.new else self.now if s.changed else s.seen)
+                for s in self.touched.values()]
+
+
+def match_points(records: Sequence[Record]) -> tuple[list[str], list[str]]:
+    """The ISBNs and title keys a batch's records are matched by (`_MATCH_BIBS`' $1, $2)."""
+    isbns: set[str] = set()
+    keys: set[str] = set()
+    for _, r in records:
+        if isinstance(r, str):
+            continue
+        p = r if isinstance(r, domain.Prepared) else domain.prepare(r)
+        if p.isbn is not None:
+            isbns.add(p.isbn.value)
+        if p.key is not None:
+            keys.add(p.key)
+    return sorted(isbns), sorted(keys)
+
+
+async def read_matches(driver: Any, records: Sequence[Record]) -> list[Any]:
+    """The committed bibs a batch's records may match, read on `driver` (asyncpg)."""
+    isbns, keys = match_points(records)
+    if not (isbns or keys):
+        return []
+    return list(await driver.fetch(_MATCH_BIBS, isbns, keys))
+
+
+def plan_import(records: Sequence[Record], rows: Sequence[Any], *,
+                on_match: domain.OnMatch, carried: Sequence[BibState] = ()) -> ImportPlan:
+    """Match a batch against the bibs read (`read_matches`) and those the batch before it
+    carries (made or changed, maybe not committed yet), and work out every record's outcome.
+
+    CPU only, no I/O: it runs in a thread while the batch before is written. Records
+    matching each other within the batch meet in one bib.
+    """
     parsed = [(pos, r if isinstance(r, domain.Prepared) else domain.prepare(r))
               for pos, r in records if not isinstance(r, str)]
-    by_isbn: dict[str, _BibState] = {}
-    by_key: dict[str, _BibState] = {}
-    isbns = sorted({p.isbn.value for _, p in parsed if p.isbn is not None})
-    keys = sorted({p.key for _, p in parsed if p.key is not None})
-    if isbns or keys:
-        # The raw connection: asyncpg's records and its text[] decoding, rather than a
-        # SQLAlchemy row and a JSON decode per bib (a fifth of a matched batch's CPU).
-        # Rows the session still holds go first, so the lookup sees them.
-        await uow.session.flush()
-        for (bib_id, isbn13, isbn_valid, title, author, publisher, year, language,
-             classification, scheme, subjects, match_key, marc) in await (
-                await _driver(uow)).fetch(_MATCH_BIBS, isbns, keys):
-            known = _BibState(bib_id, isbn13, isbn_valid, domain.Description(
-                title=title, author=author, publisher=publisher, year=year,
-                language=language, classification=classification,
-                classification_scheme=scheme, subjects=tuple(subjects), marc=marc),
-                new=False, key=match_key)
-            if isbn13 is not None:
-                by_isbn[isbn13] = known
-            if match_key is not None:
-                by_key.setdefault(match_key, known)
-    touched: dict[str, _BibState] = {}
-    notes: dict[int, str] = {}
-    holdings: list[tuple[int, _BibState, domain.Holding]] = []
-    outcome_of: dict[int, tuple[str, _BibState | None, str | None]] = {}
+    known: dict[str, BibState] = {}
+    for (bib_id, isbn13, isbn_valid, title, author, publisher, year, language,
+         classification, scheme, subjects, match_key, marc, updated_at) in rows:
+        known[bib_id] = BibState(bib_id, isbn13, isbn_valid, domain.Description(
+            title=title, author=author, publisher=publisher, year=year,
+            language=language, classification=classification,
+            classification_scheme=scheme, subjects=tuple(subjects), marc=marc),
+            new=False, key=match_key, seen=updated_at)
+    for state in carried:  # newer than what was read: the read may predate its commit
+        known[state.bib_id] = replace(state)
+    by_isbn: dict[str, BibState] = {}
+    by_key: dict[str, BibState] = {}
+    for bib_id in sorted(known):
+        state = known[bib_id]
+        if state.isbn13 is not None:
+            by_isbn.setdefault(state.isbn13, state)
+        if state.key is not None:
+            by_key.setdefault(state.key, state)
+    plan = ImportPlan(records=records, now=utcnow(), touched={}, outcome_of={}, notes={},
+                      holdings=[])
+    notes, holdings, outcome_of = plan.notes, plan.holdings, plan.outcome_of
     for pos, record in records:
         if isinstance(record, str):
             outcome_of[pos] = ("rejected", None, None)
             notes[pos] = record
     for pos, prepared in parsed:
         isbn, key = prepared.isbn, prepared.key
-        state: _BibState | None = None
+        found: BibState | None = None
         matched_by: str | None = None
         if isbn is not None and isbn.value in by_isbn:
-            state, matched_by = by_isbn[isbn.value], "isbn"
+            found, matched_by = by_isbn[isbn.value], "isbn"
         elif key is not None and key in by_key and (isbn is None or by_key[key].isbn13 is None):
-            state, matched_by = by_key[key], "title"
+            found, matched_by = by_key[key], "title"
         incoming = domain.Description.of(prepared.data)
-        if state is None:
-            state = _BibState(new_id(), isbn.value if isbn else None,
+        if found is None:
+            state = BibState(new_id(), isbn.value if isbn else None,
                               isbn.valid if isbn else False, incoming, new=True, key=key,
                               text=prepared.search_text)
             outcome: str = "created"
         else:
+            state = found
             outcome, described = domain.apply_match(state.description, incoming, on_match)
             differs = described != state.description
             state.describe(described, incoming, prepared)
@@ -638,7 +688,7 @@ async def import_batch(
             by_key.setdefault(state.key, state)
         if key is not None:
             by_key.setdefault(key, state)
-        touched[state.bib_id] = state
+        plan.touched[state.bib_id] = state
         outcome_of[pos] = (outcome, state, matched_by)
         for holding in prepared.data.holdings:
             if holding.barcode or outcome == "created":
@@ -647,16 +697,29 @@ async def import_batch(
                 skipped = (f"holding at {holding.branch!r} without a barcode skipped: the "
                            "title was in the catalogue already")
                 notes[pos] = f"{notes[pos]}; {skipped}" if pos in notes else skipped
-    states = touched.values()
-    await _write_bibs(uow, [s for s in states if s.new],
-                      [s for s in states if not s.new and s.changed])
+    return plan
+
+
+async def write_import(uow: SqlUnitOfWork, plan: ImportPlan,
+                       job_id: str | None = None) -> ImportResult:
+    """Write a planned batch in the caller's transaction: new bibs by COPY, changed ones by
+    one UPDATE over arrays, report lines by COPY — a few round trips whatever its size.
+    Holdings in the records become catalogued items (`import_holdings`).
+
+    Raises StaleMatch when a changed bib is no longer as the plan read it.
+    """
+    result = ImportResult()
+    states = plan.touched.values()
+    changed = [s for s in states if not s.new and s.changed]
+    await _write_bibs(uow, [s for s in states if s.new], changed, plan.now)
     uow.emit_bulk(BibUpserted, (_upserted(state) for state in states
                                 if state.new or state.changed))
-    if holdings:
-        result.items_created = await import_holdings(uow, holdings, notes)
+    notes = dict(plan.notes)
+    if plan.holdings:
+        result.items_created = await import_holdings(uow, plan.holdings, notes)
     lines = []
-    for pos in sorted(outcome_of):
-        happened, made, by = outcome_of[pos]
+    for pos in sorted(plan.outcome_of):
+        happened, made, by = plan.outcome_of[pos]
         result.count(happened)
         lines.append((job_id, pos, happened, made.bib_id if made else None, by,
                       notes.get(pos)))
@@ -666,7 +729,18 @@ async def import_batch(
     return result
 
 
-def _upserted(state: _BibState) -> tuple[str, dict[str, Any]]:
+async def import_batch(uow: SqlUnitOfWork, records: Sequence[Record], *,
+                       on_match: domain.OnMatch, job_id: str | None = None) -> ImportResult:
+    """Match and write one batch in the caller's transaction (read, plan, write).
+
+    A string in place of a record is why it could not be read (a rejection).
+    """
+    await uow.session.flush()  # rows the session still holds go first, so the read sees them
+    rows = await read_matches(await _driver(uow), records)
+    return await write_import(uow, plan_import(records, rows, on_match=on_match), job_id)
+
+
+def _upserted(state: BibState) -> tuple[str, dict[str, Any]]:
     """A `cataloging.bib_upserted` payload as JSON values, from a description checked
     already (an import announces every bib it makes or changes: `emit_bulk`)."""
     d = state.description
@@ -689,9 +763,8 @@ async def _copy(uow: SqlUnitOfWork, table: str, columns: Sequence[str],
         table, schema_name=SCHEMA, columns=list(columns), records=rows)
 
 
-async def _write_bibs(uow: SqlUnitOfWork, new: list[_BibState],
-                      changed: list[_BibState]) -> None:
-    now = utcnow()
+async def _write_bibs(uow: SqlUnitOfWork, new: list[BibState],
+                      changed: list[BibState], now: datetime) -> None:
     if new:
         await _copy(uow, "bib", _BIB_COLUMNS, [
             (s.bib_id, s.isbn13, s.isbn_valid, d.title, d.author, d.publisher, d.year,
@@ -699,20 +772,24 @@ async def _write_bibs(uow: SqlUnitOfWork, new: list[_BibState],
              s.text if s.text is not None else search_text(d), s.key, d.marc, now)
             for s in new if (d := s.description)])
     if changed:
-        columns: list[list[Any]] = [[] for _ in range(15)]
+        columns: list[list[Any]] = [[] for _ in range(16)]
         for s in changed:
             d = s.description
             for column, value in zip(columns, (
                     s.bib_id, s.isbn13, s.isbn_valid, d.title, d.author, d.publisher, d.year,
                     d.language, d.classification, d.classification_scheme,
                     json.dumps(d.subjects), s.text if s.text is not None else search_text(d),
-                    s.key, d.marc, now), strict=True):
+                    s.key, d.marc, now, s.seen), strict=True):
                 column.append(value)
-        await (await _driver(uow)).execute(_UPDATE_BIBS, *columns)
+        status = await (await _driver(uow)).execute(_UPDATE_BIBS, *columns)
+        updated = int(status.rsplit(" ", 1)[-1])
+        if updated != len(changed):
+            raise StaleMatch(f"{len(changed) - updated} of the {len(changed)} bibs the batch "
+                             "changes were changed by another writer since it read them")
 
 
 async def import_holdings(uow: SqlUnitOfWork,
-                          holdings: Sequence[tuple[int, _BibState, domain.Holding]],
+                          holdings: Sequence[tuple[int, BibState, domain.Holding]],
                           notes: dict[int, str]) -> int:
     """Items for the copies imported records say a branch holds: catalogued already (they
     are on that branch's shelf), so each is announced with `cataloging.item_cataloged`.
@@ -727,7 +804,7 @@ async def import_holdings(uow: SqlUnitOfWork,
     given = sorted({h.barcode for _, _, h in holdings if h.barcode})
     taken_codes = {r["barcode"] for r in await driver.fetch(
         f"SELECT barcode FROM {SCHEMA}.item WHERE barcode = ANY($1::text[])", given)}
-    accepted: list[tuple[int, _BibState, domain.Holding]] = []
+    accepted: list[tuple[int, BibState, domain.Holding]] = []
     for pos, state, holding in holdings:
         problem = None
         if holding.branch not in known_sites:

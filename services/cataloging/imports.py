@@ -3,9 +3,10 @@
 The upload is spooled to disk and answered at once with the job; the job then streams the
 file (services.cataloging.marc.iter_marc: constant memory whatever its size) and commits
 each batch of `IMPORT_BATCH` records with its report lines and the job's counters in one
-transaction (handlers.import_batch). A job whose process died is picked up again by any
-replica once its heartbeat is older than `STALE_AFTER` and goes on from the last committed
-record: nothing is imported twice, nothing is skipped.
+transaction (handlers.write_import), planning the next batch meanwhile (`_import`). A
+job whose process died is picked up again by any replica once its heartbeat is older than
+`STALE_AFTER` and goes on from the last committed record: nothing is imported twice,
+nothing is skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 from queue import Empty
@@ -133,16 +135,99 @@ async def _read_all(service: Service, job: ImportJob, stream: BinaryIO) -> None:
     on_match: domain.OnMatch = (
         "keep" if job.on_match == "keep" else "merge" if job.on_match == "merge" else "overlay")
     if job.bytes_total >= READER_PROCESS_BYTES:
-        async for batch, done in _from_reader_process(job, marc_format):
-            await _commit_batch(service, job.job_id, batch, on_match, done)
+        await _import(service, job.job_id, _from_reader_process(job, marc_format), on_match)
         return
     reading = marc.batches(stream, marc_format, skip=job.records_done, size=IMPORT_BATCH)
-    while True:
-        # Reading MARC is CPU work: off the event loop, so HTTP keeps answering.
-        item = await asyncio.to_thread(next, reading, None)
-        if item is None:
-            return
-        await _commit_batch(service, job.job_id, item[0], on_match, item[1])
+
+    async def read() -> AsyncIterator[tuple[marc.Batch, int]]:
+        while True:
+            # Reading MARC is CPU work: off the event loop, so HTTP keeps answering.
+            item = await asyncio.to_thread(next, reading, None)
+            if item is None:
+                return
+            yield item
+
+    await _import(service, job.job_id, read(), on_match)
+
+
+async def _import(service: Service, job_id: str,
+                  batches: AsyncIterator[tuple[marc.Batch, int]],
+                  on_match: domain.OnMatch) -> None:
+    """Plan each batch while the one before it is written: matching is CPU in this process,
+    writing is mostly Postgres' work, and the two overlap.
+
+    A batch is planned from the committed bibs plus what the batch still being written
+    makes or changes (`ImportPlan.carried`); it is written only after that one committed.
+    If that one had to be planned again (it met a concurrent writer), so is this one.
+    """
+    writing: asyncio.Task[bool] | None = None
+    carried: list[handlers.BibState] = []
+    try:
+        async for batch, bytes_read in batches:
+            plan = await _plan(service, batch, on_match, carried)
+            if writing is not None:
+                replanned = await writing
+                writing = None
+                if replanned:
+                    plan = await _plan(service, batch, on_match, [])
+            writing = asyncio.create_task(_write(service, job_id, plan, on_match, bytes_read))
+            carried = plan.carried()
+        if writing is not None:
+            await writing
+            writing = None
+    finally:
+        if writing is not None:
+            writing.cancel()
+            with suppress(BaseException):
+                await writing
+
+
+async def _plan(service: Service, batch: Sequence[handlers.Record], on_match: domain.OnMatch,
+                carried: list[handlers.BibState]) -> handlers.ImportPlan:
+    async with service.engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        rows = await handlers.read_matches(driver, batch)
+    return await asyncio.to_thread(handlers.plan_import, batch, rows, on_match=on_match,
+                                   carried=carried)
+
+
+async def _write(service: Service, job_id: str, plan: handlers.ImportPlan,
+                 on_match: domain.OnMatch, bytes_read: int) -> bool:
+    """Commit a planned batch with its report lines and the job's counters; True if it had
+    to be planned again first."""
+    replanned = False
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            async with service.uow() as uow:
+                job = (await uow.session.exec(
+                    select(ImportJob).where(col(ImportJob.job_id) == job_id)
+                    .with_for_update())).one()
+                first = plan.records[0][0]
+                if job.status != "running" or job.records_done != first:
+                    raise TakenOver(job_id)  # another runner is ahead or has ended it
+                result = await handlers.write_import(uow, plan, job_id)
+                job.records_done = plan.records[-1][0] + 1
+                job.bytes_done = min(bytes_read, job.bytes_total)
+                job.created += result.created
+                job.overlaid += result.overlaid
+                job.merged += result.merged
+                job.kept += result.kept
+                job.rejected += result.rejected
+                job.items_created += result.items_created
+                job.heartbeat_at = utcnow()
+            return replanned
+        except Exception as exc:
+            # A receipt or another import created or changed one of these bibs at the same
+            # moment (unique violation, from SQLAlchemy or from the COPY on the raw
+            # connection; or StaleMatch): the batch is planned again from what is committed.
+            unique = isinstance(exc, IntegrityError) or getattr(exc, "sqlstate", "") == "23505"
+            if not (unique or isinstance(exc, handlers.StaleMatch)) or attempt == ATTEMPTS:
+                raise
+            log.info("import batch met a concurrent writer; planning it again",
+                     extra={"job_id": job_id, "attempt": attempt, "reason": str(exc)})
+            plan = await _plan(service, plan.records, on_match, [])
+            replanned = True
+    raise AssertionError("unreachable")
 
 
 async def _from_reader_process(job: ImportJob, marc_format: MarcFormat | None,
@@ -174,40 +259,6 @@ async def _from_reader_process(job: ImportJob, marc_format: MarcFormat | None,
         if reader.is_alive():
             reader.terminate()
         await asyncio.to_thread(reader.join, 5.0)
-
-
-async def _commit_batch(service: Service, job_id: str,
-                        batch: marc.Batch,
-                        on_match: domain.OnMatch, bytes_read: int) -> None:
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            async with service.uow() as uow:
-                job = (await uow.session.exec(
-                    select(ImportJob).where(col(ImportJob.job_id) == job_id)
-                    .with_for_update())).one()
-                if job.status != "running" or job.records_done != batch[0][0]:
-                    raise TakenOver(job_id)  # another runner is ahead or has ended it
-                result = await handlers.import_batch(uow, batch, on_match=on_match,
-                                                     job_id=job_id)
-                job.records_done = batch[-1][0] + 1
-                job.bytes_done = min(bytes_read, job.bytes_total)
-                job.created += result.created
-                job.overlaid += result.overlaid
-                job.merged += result.merged
-                job.kept += result.kept
-                job.rejected += result.rejected
-                job.items_created += result.items_created
-                job.heartbeat_at = utcnow()
-            return
-        except Exception as exc:
-            # A receipt or another import created one of these bibs at the same moment
-            # (unique violation, from SQLAlchemy or from the COPY on the raw connection):
-            # the batch is read again and now matches it.
-            unique = isinstance(exc, IntegrityError) or getattr(exc, "sqlstate", "") == "23505"
-            if not unique or attempt == ATTEMPTS:
-                raise
-            log.info("import batch met a concurrent insert; trying again",
-                     extra={"job_id": job_id, "attempt": attempt})
 
 
 async def _finish(service: Service, job_id: str, *, status: str, error: str | None) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import String, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from devtools import marcimport
-from services.cataloging import domain, imports
+from services.cataloging import domain, handlers, imports
 from services.cataloging.spec import SPEC
 from tests.support import (
     Infra,
@@ -458,6 +458,67 @@ async def test_an_import_goes_in_batches_and_can_keep_or_merge_what_it_matches(
                               files={"file": ("b.mrc", marc_file(*changed))},
                               headers=token("cataloger"))
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "on_match"]
+
+
+async def test_each_batch_matches_what_the_batch_before_it_made_while_that_one_is_written(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One record per batch: every batch is planned while the one before it may still be
+    uncommitted, and must still meet the bibs that one made or changed (by ISBN and by
+    title + author + year), in file order: nothing doubled, the last overlay wins."""
+    monkeypatch.setattr(imports, "IMPORT_BATCH", 1)
+    settings = await new_env(infra)
+    records = [marc_record("9787020002207", "First title /", "Author,", "Press,", "2001."),
+               marc_record("9787020002207", "Second title /", "Author,", "Press,", "2001."),
+               marc_record(None, "No number /", "Anon,", "Nobody,", "1999."),
+               marc_record(None, "No number /", "Anon,", "Nobody,", "1999."),
+               marc_record("9787020002207", "Third title /", "Author,", "Press,", "2001."),
+               marc_record(None, "Third title /", "Author,", "Press,", "2001.")]
+    async with running_service(SPEC, settings) as client:
+        job, lines = await run_import(client, marc_file(*records))
+        assert job["status"] == "done"
+        assert [(x["outcome"], x["matched_by"]) for x in lines] == [
+            ("created", None), ("overlaid", "isbn"), ("created", None),
+            ("overlaid", "title"), ("overlaid", "isbn"), ("overlaid", "title")]
+        assert len({x["bib_id"] for x in lines}) == 2
+        async with client.service.engine.connect() as c:
+            titles = (await c.execute(text(
+                "SELECT title FROM cataloging.bib ORDER BY title"))).scalars().all()
+        assert titles == ["No number", "Third title"]
+
+
+async def test_a_bib_changed_after_its_batch_was_planned_is_not_overwritten(
+    infra: Infra,
+) -> None:
+    """Planning reads without locks: a bib another writer changes between the plan and the
+    write is left as that writer made it (StaleMatch); the batch planned again from what
+    is committed then overlays it knowingly."""
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        await run_import(client, marc_file(
+            marc_record("9787020002207", "Old title /", "Author,", "Press,", "2001.")))
+        service = client.service
+        batch = [(0, domain.prepare(domain.BibData(
+            isbn="9787020002207", title="Imported title", author="Author", year=2001)))]
+        plan = await imports._plan(service, batch, "overlay", [])
+        async with service.engine.begin() as c:  # a cataloger's edit, committed meanwhile
+            await c.execute(text("UPDATE cataloging.bib SET publisher = 'Edited', "
+                                 "title = 'Edited title', updated_at = now()"))
+        with pytest.raises(handlers.StaleMatch):
+            async with service.uow() as uow:
+                await handlers.write_import(uow, plan)
+        async with service.engine.connect() as c:
+            row = (await c.execute(text(
+                "SELECT title, publisher FROM cataloging.bib"))).one()
+        assert tuple(row) == ("Edited title", "Edited")
+
+        plan = await imports._plan(service, batch, "overlay", [])  # planned again
+        async with service.uow() as uow:
+            result = await handlers.write_import(uow, plan)
+        assert result.overlaid == 1
+        async with service.engine.connect() as c:
+            title = (await c.execute(text("SELECT title FROM cataloging.bib"))).scalar_one()
+        assert title == "Imported title"
 
 
 async def test_the_cli_streams_a_file_into_jobs_and_reports_positions_in_the_whole_file(
