@@ -63,6 +63,8 @@ bench: $(STAMP)
 	$(BIN)/branchline bench
 	$(BIN)/branchline bench --replicas 2
 	$(BIN)/branchline acquisition bench
+	$(BIN)/branchline marc import-bench --records 150000
+	$(BIN)/branchline marc bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -145,13 +145,31 @@ def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
     return snap
 
 
-class Watcher:
-    """Reads logistics.shipments and notes when each watched barcode's shipment appears."""
+#: The hops a check-in's shipment takes, each timed from the records themselves: the
+#: envelope's `time` is when the handler emitted the event (in its transaction), the Kafka
+#: record's timestamp when the relay sent it.
+STAGES = (
+    ("circulation handled", "check-in sent → circulation emitted transfer_requested"),
+    ("circulation relayed", "→ transfer_requested sent to the broker (commit + relay)"),
+    ("logistics handled", "→ logistics emitted shipment_created"),
+    ("logistics relayed", "→ shipment_created sent to the broker (commit + relay)"),
+    ("seen", "→ the bench read it"),
+)
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+
+class Watcher:
+    """Reads logistics.shipments and notes when each watched barcode's shipment appears;
+    and, for the latency runs' stage breakdown, when each hop before it happened."""
+
+    TOPICS = {"logistics.shipments": b'"logistics.shipment_created"',
+              "circulation.transfers": b'"circulation.transfer_requested"'}
+
+    def __init__(self, bootstrap: str, topic: str = "logistics.shipments") -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.arrived: dict[bytes, float] = {}
+        #: per topic and key: (the record's value, its timestamp in wall-clock seconds)
+        self.hops: dict[str, dict[bytes, tuple[bytes, float]]] = {t: {} for t in self.TOPICS}
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -159,27 +177,49 @@ class Watcher:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
                                           enable_auto_commit=False, fetch_max_wait_ms=20)
         await self._consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in range(4)]
+        tps = [TopicPartition(t, p) for t in self.TOPICS for p in range(4)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         assert self._consumer is not None
-        marker = b'"logistics.shipment_created"'
         while True:
             batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
             now = time.perf_counter()
-            for records in batch.values():
+            for tp, records in batch.items():
+                marker, hops = self.TOPICS[tp.topic], self.hops[tp.topic]
                 for r in records:
-                    if r.key not in self.arrived and marker in r.value:
+                    if r.key is None or r.key in hops or marker not in r.value:
+                        continue
+                    hops[r.key] = (r.value, r.timestamp / 1000)  # decoded in `stages`
+                    if tp.topic == self.topic:
                         self.arrived[r.key] = now
+
+    def stages(self, sent: dict[bytes, float]) -> dict[str, dict[str, float]]:
+        """p50/p99 ms of each hop (`STAGES`) over the check-ins sent (perf_counter times)."""
+        wall = time.time() - time.perf_counter()
+        spans: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+        transfers, shipments = self.hops["circulation.transfers"], self.hops[self.topic]
+        for key, at in sent.items():
+            if key not in transfers or key not in shipments or key not in self.arrived:
+                continue
+            points = (at + wall, _emitted(transfers[key][0]), transfers[key][1],
+                      _emitted(shipments[key][0]), shipments[key][1], self.arrived[key] + wall)
+            for (name, _), start, end in zip(STAGES, points[:-1], points[1:], strict=True):
+                spans[name].append((end - start) * 1000)
+        return {name: {"p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for name, v in spans.items()}
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
         if self._consumer:
             await self._consumer.stop()
+
+
+def _emitted(value: bytes) -> float:
+    """When the event was emitted: its envelope's `time`, in wall-clock seconds."""
+    return datetime.fromisoformat(json.loads(value)["time"]).timestamp()
 
 
 async def wait_count(dsn: str, sql: str, target: int, timeout: float, label: str) -> None:
@@ -415,7 +455,7 @@ async def _arrive(watcher: Watcher, wanted: set[bytes], timeout: float) -> None:
 
 
 async def _latency_run(producer: AIOKafkaProducer, watcher: Watcher, rate: int,
-                       codes: list[str]) -> dict[str, float]:
+                       codes: list[str]) -> dict[str, Any]:
     """Offer check-ins at a fixed rate; time each from send to its shipment_created."""
     n_lat = len(codes)
     say(f"  latency: {rate}/s for {n_lat // rate}s ({n_lat} check-ins) ...")
@@ -428,11 +468,15 @@ async def _latency_run(producer: AIOKafkaProducer, watcher: Watcher, rate: int,
         await asyncio.sleep(0.05)
     latencies = [(watcher.arrived[k] - t) * 1000 for k, t in sent.items() if k in watcher.arrived]
     say(f"    p50 {pct(latencies, 50):.0f} ms, p99 {pct(latencies, 99):.0f} ms")
+    stages = watcher.stages(sent)
+    say("    by hop, p50 / p99 ms: " + ", ".join(
+        f"{name} {v['p50_ms']:.0f} / {v['p99_ms']:.0f}" for name, v in stages.items()))
     return {"rate": rate, "offered_per_s": offered, "checkins": n_lat,
             "completed": len(latencies), "p50_ms": pct(latencies, 50),
             "p95_ms": pct(latencies, 95), "p99_ms": pct(latencies, 99),
             "max_ms": max(latencies, default=float("nan")),
-            "mean_ms": statistics.fmean(latencies) if latencies else float("nan")}
+            "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
+            "stages": stages}
 
 
 def _ratio(value: float, base: float) -> str:
@@ -494,6 +538,16 @@ def render(result: dict[str, Any]) -> str:
         f"| raw Postgres single-row commits, 8 connections | "
         f"{p['commits_per_s_8_conns']:,.0f} /s | baseline | |",
     ]
+    with_stages = [lat for lat in s["latency"] if lat.get("stages")]
+    if with_stages:
+        lines += ["", "Where a check-in's time goes, hop by hop (p50 / p99 ms; from the events' "
+                  "own times: when each handler emitted, when each relay sent):", "",
+                  "| hop | " + " | ".join(f"{lat['rate']:,}/s" for lat in with_stages) + " |",
+                  "|---|" + "---|" * len(with_stages)]
+        for name, meaning in STAGES:
+            lines.append(f"| {meaning} | " + " | ".join(
+                f"{lat['stages'][name]['p50_ms']:.0f} / {lat['stages'][name]['p99_ms']:.0f}"
+                for lat in with_stages) + " |")
     phases = s.get("cpu_cores_by_phase", {"throughput": t["cpu_cores_used"]})
     names = sorted({n for cores in phases.values() for n in cores},
                    key=lambda n: -phases.get("throughput", {}).get(n, 0.0))

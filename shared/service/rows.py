@@ -12,7 +12,7 @@ SQLAlchemy (for the INSERT) and pydantic (for reading) look. Everything after co
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic_core import PydanticUndefined
 from sqlmodel import SQLModel
@@ -21,6 +21,8 @@ from sqlmodel import SQLModel
 class Row(SQLModel):
     _defaults: ClassVar[dict[type, dict[str, Any]]] = {}
     _mutable: ClassVar[dict[type, tuple[str, ...]]] = {}
+    # `cls.model_fields` is a deprecation-guarded property call in pydantic 2.11+.
+    _fields: ClassVar[dict[type, frozenset[str]]] = {}
 
     def __init__(self, **data: Any) -> None:
         cls = type(self)
@@ -29,12 +31,13 @@ class Row(SQLModel):
             return
         defaults = Row._defaults.get(cls)
         if defaults is None:
+            Row._fields[cls] = frozenset(cls.model_fields)
             defaults = Row._defaults[cls] = {
                 name: f.default for name, f in cls.model_fields.items()
                 if f.default is not PydanticUndefined and f.default_factory is None}
             Row._mutable[cls] = tuple(name for name, value in defaults.items()
                                       if isinstance(value, list | dict | set))
-        unknown = data.keys() - cls.model_fields.keys()
+        unknown = data.keys() - Row._fields[cls]
         if unknown:
             raise TypeError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
         self.__dict__.update(defaults)
@@ -42,3 +45,11 @@ class Row(SQLModel):
             self.__dict__[name] = copy.copy(defaults[name])
         self.__dict__.update(data)
         object.__setattr__(self, "__pydantic_fields_set__", set(data))
+
+    if not TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any:
+            # SQLAlchemy asks every new row whether it has its state yet (`hasattr`);
+            # pydantic's answer goes through private attributes, extras and the class first.
+            if name == "_sa_instance_state":
+                raise AttributeError(name)
+            return super().__getattr__(name)
