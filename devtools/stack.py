@@ -195,6 +195,7 @@ class Stack:
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         pending = set(self.procs)
+        last: dict[str, str] = {}
         deadline = time.monotonic() + timeout
         while pending:
             for name in sorted(pending):
@@ -205,15 +206,19 @@ class Stack:
                         f"last lines of {self.log_dir / (name + '.log')}:\n{self.tail(name)}"
                     )
                 try:
-                    status, _ = http("GET", self.url(name) + "/health", timeout=2)
-                except OSError:
-                    status = 0
+                    status, answer = http("GET", self.url(name) + "/health", timeout=2)
+                    last[name] = f"{status} {answer}"
+                except OSError as exc:
+                    status, last[name] = 0, repr(exc)
                 if status == 200:
                     pending.discard(name)
                     say(f"  {name:<12} healthy  {self.url(name)}")
             if time.monotonic() > deadline:
-                raise SystemExit(f"not healthy after {timeout:.0f}s: {', '.join(sorted(pending))}; "
-                                 f"see logs in {self.log_dir}")
+                raise SystemExit(
+                    f"not healthy after {timeout:.0f}s: {', '.join(sorted(pending))} (last "
+                    "/health answers: " + "; ".join(f"{n}: {last.get(n, 'none')}"
+                                                     for n in sorted(pending))
+                    + f"); see logs in {self.log_dir}")
             time.sleep(0.3)
 
     def tail(self, name: str, lines: int = 15) -> str:

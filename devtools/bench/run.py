@@ -666,15 +666,23 @@ def on_fresh_infra(
     base.chmod(0o755)
     pg = EmbeddedPostgres(base / "pg", port=free_port())
     kafka = EmbeddedKafka(base / "kafka", port=free_port())
+    failed = True
     try:
         say(f"{label}: starting a fresh embedded Postgres and broker ...")
         pg.start()
         kafka.start()
-        return asyncio.run(measure(pg, kafka, base))
+        result = asyncio.run(measure(pg, kafka, base))
+        failed = False
+        return result
     finally:
         kafka.stop()
         pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        if failed:  # the services' logs are what tells why: kept, with the data
+            say(f"{label} failed; its logs and data are kept in {base} (remove it when done)")
+            for log in sorted((base / "logs").glob("*.log")):
+                say(f"  {log}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def main(args: argparse.Namespace) -> int:
