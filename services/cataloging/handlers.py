@@ -570,7 +570,9 @@ FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text
 WHERE b.bib_id = v.bib_id AND b.updated_at IS NOT DISTINCT FROM v.seen
 """
 
-Record = tuple[int, "domain.Prepared | domain.BibData | str"]
+#: A record of an import batch by its position in the file: prepared by the reader, or
+#: why it could not be read (a rejection).
+Record = tuple[int, "domain.Prepared | str"]
 
 
 class StaleMatch(Exception):
@@ -603,10 +605,9 @@ def match_points(records: Sequence[Record]) -> tuple[list[str], list[str]]:
     """The ISBNs and title keys a batch's records are matched by (`_MATCH_BIBS`' $1, $2)."""
     isbns: set[str] = set()
     keys: set[str] = set()
-    for _, r in records:
-        if isinstance(r, str):
+    for _, p in records:
+        if isinstance(p, str):
             continue
-        p = r if isinstance(r, domain.Prepared) else domain.prepare(r)
         if p.isbn is not None:
             isbns.add(p.isbn.value)
         if p.key is not None:
@@ -628,10 +629,10 @@ def plan_import(records: Sequence[Record], rows: Sequence[Any], *,
     carries (made or changed, maybe not committed yet), and work out every record's outcome.
 
     CPU only, no I/O: it runs in a thread while the batch before is written. Records
-    matching each other within the batch meet in one bib.
+    matching each other within the batch meet in one bib. The carried states are taken
+    over (changed in place): `ImportPlan.carried` makes them for this one use.
     """
-    parsed = [(pos, r if isinstance(r, domain.Prepared) else domain.prepare(r))
-              for pos, r in records if not isinstance(r, str)]
+    parsed = [(pos, r) for pos, r in records if not isinstance(r, str)]
     known: dict[str, BibState] = {}
     for (bib_id, isbn13, isbn_valid, title, author, publisher, year, language,
          classification, scheme, subjects, match_key, marc, updated_at) in rows:
@@ -641,7 +642,7 @@ def plan_import(records: Sequence[Record], rows: Sequence[Any], *,
             classification_scheme=scheme, subjects=tuple(subjects), marc=marc),
             new=False, key=match_key, seen=updated_at)
     for state in carried:  # newer than what was read: the read may predate its commit
-        known[state.bib_id] = replace(state)
+        known[state.bib_id] = state
     by_isbn: dict[str, BibState] = {}
     by_key: dict[str, BibState] = {}
     for bib_id in sorted(known):
@@ -727,17 +728,6 @@ async def write_import(uow: SqlUnitOfWork, plan: ImportPlan,
         await _copy(uow, "importline", _LINE_COLUMNS, lines)
         result.lines = len(lines)
     return result
-
-
-async def import_batch(uow: SqlUnitOfWork, records: Sequence[Record], *,
-                       on_match: domain.OnMatch, job_id: str | None = None) -> ImportResult:
-    """Match and write one batch in the caller's transaction (read, plan, write).
-
-    A string in place of a record is why it could not be read (a rejection).
-    """
-    await uow.session.flush()  # rows the session still holds go first, so the read sees them
-    rows = await read_matches(await _driver(uow), records)
-    return await write_import(uow, plan_import(records, rows, on_match=on_match), job_id)
 
 
 def _upserted(state: BibState) -> tuple[str, dict[str, Any]]:
