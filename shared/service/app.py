@@ -414,13 +414,33 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None,
     return app
 
 
+def lower_priority(nice: int) -> None:
+    """Add `nice` to this process's nice value, and to its autogroup's where Linux groups
+    processes by session (`kernel.sched_autogroup_enabled`, on in most desktop and
+    container kernels).
+
+    With autogroups the scheduler first shares the cores between sessions, and a nice value
+    only weighs threads inside one session: a process started in a session of its own (as a
+    supervisor or `setsid` starts it) would be niced for nothing. Its autogroup's nice is
+    what ranks it against the other sessions. Where the file is absent or not writable
+    (autogroups off, a cgroup-only scheduler setup), the plain nice value is all there is.
+    """
+    os.nice(nice)
+    autogroup = Path("/proc/self/autogroup")
+    try:
+        current = int(autogroup.read_text().split("nice")[-1])
+        autogroup.write_text(str(min(19, current + nice)))
+    except (OSError, ValueError) as exc:
+        log.debug("autogroup nice not set", extra={"error": repr(exc)})
+
+
 def run(name: str) -> None:
     """Serve one service (HTTP and Kafka) until stopped: `python -m shared.service NAME`."""
     import uvicorn
 
     settings = load_settings()
     if settings.process_nice:
-        os.nice(settings.process_nice)
+        lower_priority(settings.process_nice)
     app = build_app(load_spec(name), settings)
     uvicorn.run(app, host=settings.host, port=settings.port_for(name), log_config=None,
                 access_log=False, timeout_graceful_shutdown=10)

@@ -12,10 +12,12 @@ import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, MetaData, pool, text
+from sqlalchemy import Connection, MetaData, event, pool, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,13 +29,30 @@ warnings.filterwarnings("ignore", message=r"(?s).*session\.exec\(\)", category=D
 
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )
+    event.listen(engine.sync_engine, "checkout", _closed_is_gone)
+    return engine
+
+
+def _closed_is_gone(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection the server closed (a restart, an idle timeout) is replaced at
+    checkout, without a round trip.
+
+    SQLAlchemy's `pool_pre_ping` asks the server on every checkout, and on asyncpg that is
+    BEGIN, a query and ROLLBACK: three round trips before a desk's one-insert transaction.
+    asyncpg reads every socket it holds, so a server's goodbye has already marked the
+    connection closed by the time it is checked out; the pool then opens a new one. A
+    connection cut without a goodbye fails its first statement, and SQLAlchemy then
+    discards the whole pool (its disconnect handling).
+    """
+    driver = getattr(dbapi_connection, "_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
