@@ -329,6 +329,45 @@ class EventProcessor:
         metrics.child(metrics.CONSUMED, self.ctx.service, env.type).inc()
 
 
+class ByPartition:
+    """A fetched batch handled as one transaction per partition, the transactions at once.
+
+    A partition's records keep their order. Records are grouped by partition *number*
+    across topics, as the range assignor hands partitions to replicas: a key published to
+    two topics lands on the same number of both (same key, same partition count), so its
+    events stay in one transaction, in fetch order. While one partition's transaction
+    waits on Postgres, another's handlers run: one process overlaps its round trips the
+    way replicas would. A failure of any of them fails the batch (rewound and fetched
+    again); what the others committed is dropped by the inbox then.
+    """
+
+    def __init__(self, ctx: ServiceContext, handlers: Handlers, concurrent: bool) -> None:
+        self.ctx, self.handlers, self.concurrent = ctx, handlers, concurrent
+        self.processors: dict[int, EventProcessor] = {}
+
+    def processor(self, partition: int) -> EventProcessor:
+        found = self.processors.get(partition)
+        if found is None:
+            found = self.processors[partition] = EventProcessor(self.ctx, self.handlers)
+        return found
+
+    async def process(self, items: Sequence[Incoming]) -> None:
+        if not items:
+            return
+        if not self.concurrent:
+            await self.processor(items[0].partition).process(items)
+            return
+        groups: dict[int, list[Incoming]] = {}
+        for item in items:
+            groups.setdefault(item.partition, []).append(item)
+        results = await asyncio.gather(
+            *(self.processor(p).process(group) for p, group in groups.items()),
+            return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+
 async def _keep_raw_parser(records: tuple[ConsumerRecord[Any, Any], ...], original: Any) -> Any:
     # FastStream decodes header values as UTF-8 to build its message; a record with binary
     # headers must still reach the dead-letter topic intact, so parse a header-less copy
@@ -357,6 +396,8 @@ def subscribe(
     """
     service = processor.ctx.service
     state = {"failures": 0}
+    by_partition = ByPartition(processor.ctx, processor.handlers,
+                               settings.kafka_concurrent_partitions)
     ingress = frozenset(ingress)
     prefix = settings.kafka_topic_prefix
 
@@ -384,7 +425,7 @@ def subscribe(
                 if r.timestamp and r.timestamp > 0:
                     age.observe(max(0.0, (now_ms - r.timestamp) / 1000))
             items = [Incoming.from_record(r, handled, ingress, prefix) for r in records]
-            await processor.process(items)
+            await by_partition.process(items)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - transient: rewind and retry, never commit

@@ -134,8 +134,12 @@ class Service:
                            self.settings.relay_idle_poll_s, self.settings.kafka_topic_prefix)
 
     async def start(self) -> None:
+        # Each step is logged: a process that never becomes ready says where it waits.
+        log.info("start-up: waiting for the database", extra={"service": self.spec.name})
         await wait_for_database(self.engine)
+        log.info("start-up: migrating", extra={"service": self.spec.name})
         await migrate(self.engine, self.spec.migrations_dir, self.spec.name)
+        log.info("start-up: creating topics", extra={"service": self.spec.name})
         await ensure_topics(self.settings.kafka_bootstrap_servers,
                             [self.settings.topic(t) for t in TOPICS],
                             partitions=self.settings.kafka_partitions,
@@ -148,6 +152,7 @@ class Service:
             self.relay.start()
         self.bell = RelayBell(self.ctx)
         self.bell.start()
+        log.info("start-up: joining the consumer group", extra={"service": self.spec.name})
         await self.broker.start()
         self.jobs = [asyncio.create_task(self._run_job(job), name=f"job-{job.name}")
                      for job in self.spec.jobs]

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # How long a consumer waits for records before polling again. FastStream's batch
     # subscriber also sleeps this long after an empty poll, so it bounds the idle delay.
     kafka_batch_wait_ms: int = 20
+    # Handle a fetched batch's partitions in concurrent transactions, one per partition
+    # (shared/messaging/consumer.py `process_by_partition`); false: one transaction a batch.
+    kafka_concurrent_partitions: bool = True
     kafka_partitions: int = 4
     # Prepended to every topic name: lets several environments (or test runs) share one
     # cluster. Empty in production, so the names are exactly those of docs/events.md.

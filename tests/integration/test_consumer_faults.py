@@ -16,7 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from services.circulation.models import Item, Loan, Transfer
 from services.circulation.spec import SPEC
 from shared.contracts import Envelope, Event
-from shared.messaging.consumer import EventProcessor, Handlers, Incoming, _is_unique_violation
+from shared.messaging.consumer import (
+    ByPartition,
+    EventProcessor,
+    Handlers,
+    Incoming,
+    _is_unique_violation,
+)
 from shared.messaging.outbox import ServiceContext
 from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
 from tests.support import (
@@ -206,8 +212,8 @@ async def test_a_reason_quoting_text_that_is_not_utf8_is_still_dead_lettered(
         assert headers["error-type"] == b"invalid_source" and b"\\ud800" in headers["error"]
 
 
-def _incoming(topic: str, offset: int, event: dict[str, Any]) -> Incoming:
-    item = Incoming.from_record(_Record(topic, 0, offset, event["subject"].encode(),
+def _incoming(topic: str, offset: int, event: dict[str, Any], partition: int = 0) -> Incoming:
+    item = Incoming.from_record(_Record(topic, partition, offset, event["subject"].encode(),
                                         json.dumps(event).encode()))
     assert item.error is None, item.error
     return item
@@ -355,3 +361,76 @@ def test_a_hold_event_is_bound_to_its_patron() -> None:
                                          json.dumps(hold).encode()),
                                  handled=None, ingress={"t.branch.events"}, prefix="t.")
     assert right.error is None and right.envelope is not None
+
+
+async def test_a_batch_s_partitions_commit_apart_and_a_failed_one_is_redone_alone(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Partition 1 fails transiently: partition 0's transaction still commits, the batch
+    raises (rewound), and when it comes back the inbox drops partition 0's records."""
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        ctx = client.service.ctx
+        batch = [_incoming("cataloging.items", 0, item_cataloged("PA1", "JX-A")),
+                 _incoming("cataloging.items", 0, item_cataloged("PB1", "JX-A"), 1),
+                 _incoming("branch.events", 0, branch_event("branch.checkin", "JX-B", "PA1")),
+                 _incoming("branch.events", 0, branch_event("branch.checkin", "JX-B", "PB1"), 1)]
+        by_partition = ByPartition(ctx, SPEC.handlers, concurrent=True)
+        real = EventProcessor.apply_event
+        failed: list[str] = []
+
+        async def flaky(self: EventProcessor, uow: UnitOfWork, env: Envelope,
+                        payload: Event) -> None:
+            if env.subject == "PB1" and env.type == "branch.checkin" and not failed:
+                failed.append(env.subject)
+                raise ConnectionError("Postgres went away")
+            await real(self, uow, env, payload)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(EventProcessor, "apply_event", flaky)
+        with pytest.raises(ConnectionError):
+            await by_partition.process(batch)
+
+        async def transfers() -> dict[str, int]:
+            async with ctx.sessionmaker() as session:
+                rows = (await session.execute(text(
+                    "SELECT barcode, count(*) FROM circulation.transfer GROUP BY barcode"
+                ))).all()
+            return {str(barcode): int(n) for barcode, n in rows}
+
+        assert await transfers() == {"PA1": 1}  # partition 0 committed, partition 1 did not
+        await by_partition.process(batch)  # the rewound batch fetched again
+        assert await transfers() == {"PA1": 1, "PB1": 1}  # nothing doubled
+
+
+async def test_a_batch_s_partitions_run_at_once_and_one_key_s_topics_stay_together(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two partitions' handlers overlap in time; an item registered and checked in within
+    one batch (two topics, one partition number) is handled in one transaction, in order."""
+    settings = await new_env(infra)
+    async with running_service(SPEC, settings) as client:
+        ctx = client.service.ctx
+        real = EventProcessor.apply_event
+        running: set[str] = set()
+        overlapped: list[set[str]] = []
+
+        async def slow(self: EventProcessor, uow: UnitOfWork, env: Envelope,
+                       payload: Event) -> None:
+            running.add(env.subject)
+            if len(running) > 1:
+                overlapped.append(set(running))
+            await asyncio.sleep(0.05)
+            running.discard(env.subject)
+            await real(self, uow, env, payload)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(EventProcessor, "apply_event", slow)
+        batch = [_incoming("cataloging.items", 0, item_cataloged(f"PC{p}", "JX-A"), p)
+                 for p in range(4)]
+        batch += [_incoming("branch.events", 0, branch_event("branch.checkin", "JX-B", f"PC{p}"),
+                            p) for p in range(4)]
+        await ByPartition(ctx, SPEC.handlers, concurrent=True).process(batch)
+        assert overlapped, "the partitions' transactions ran one after another"
+        async with ctx.sessionmaker() as session:
+            statuses = {str(b): str(s) for b, s in (await session.execute(
+                text("SELECT barcode, status FROM circulation.item"))).all()}
+        assert statuses == {f"PC{p}": "in_transit" for p in range(4)}
