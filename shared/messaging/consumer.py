@@ -330,7 +330,8 @@ class EventProcessor:
 
 
 class ByPartition:
-    """A fetched batch handled as one transaction per partition, the transactions at once.
+    """A fetched batch of at least `split_from` records (0: never) handled as one
+    transaction per partition, the transactions at once; a smaller one in one transaction.
 
     A partition's records keep their order. Records are grouped by partition *number*
     across topics, as the range assignor hands partitions to replicas: a key published to
@@ -338,11 +339,13 @@ class ByPartition:
     events stay in one transaction, in fetch order. While one partition's transaction
     waits on Postgres, another's handlers run: one process overlaps its round trips the
     way replicas would. A failure of any of them fails the batch (rewound and fetched
-    again); what the others committed is dropped by the inbox then.
+    again); what the others committed is dropped by the inbox then. Only a large batch
+    is split: at a steady rate the split multiplied each batch's round trips and the
+    latency grew (docs/reliability.md#batch-consumer).
     """
 
-    def __init__(self, ctx: ServiceContext, handlers: Handlers, concurrent: bool) -> None:
-        self.ctx, self.handlers, self.concurrent = ctx, handlers, concurrent
+    def __init__(self, ctx: ServiceContext, handlers: Handlers, split_from: int) -> None:
+        self.ctx, self.handlers, self.split_from = ctx, handlers, split_from
         self.processors: dict[int, EventProcessor] = {}
 
     def processor(self, partition: int) -> EventProcessor:
@@ -354,7 +357,7 @@ class ByPartition:
     async def process(self, items: Sequence[Incoming]) -> None:
         if not items:
             return
-        if not self.concurrent:
+        if not self.split_from or len(items) < self.split_from:
             await self.processor(items[0].partition).process(items)
             return
         groups: dict[int, list[Incoming]] = {}
@@ -397,7 +400,7 @@ def subscribe(
     service = processor.ctx.service
     state = {"failures": 0}
     by_partition = ByPartition(processor.ctx, processor.handlers,
-                               settings.kafka_concurrent_partitions)
+                               settings.kafka_concurrent_partitions_from)
     ingress = frozenset(ingress)
     prefix = settings.kafka_topic_prefix
 

@@ -32,9 +32,11 @@ class Settings(BaseSettings):
     # How long a consumer waits for records before polling again. FastStream's batch
     # subscriber also sleeps this long after an empty poll, so it bounds the idle delay.
     kafka_batch_wait_ms: int = 20
-    # Handle a fetched batch's partitions in concurrent transactions, one per partition
-    # (shared/messaging/consumer.py `process_by_partition`); false: one transaction a batch.
-    kafka_concurrent_partitions: bool = True
+    # A fetched batch of at least this many records is handled as concurrent transactions,
+    # one per partition (shared/messaging/consumer.py `ByPartition`): a backlog drains
+    # faster. A smaller one is one transaction: at a steady rate, splitting it multiplies
+    # the per-transaction round trips and the latency grew. 0: never split.
+    kafka_concurrent_partitions_from: int = Field(default=200, ge=0)
     kafka_partitions: int = 4
     # Prepended to every topic name: lets several environments (or test runs) share one
     # cluster. Empty in production, so the names are exactly those of docs/events.md.

@@ -363,11 +363,13 @@ def test_a_hold_event_is_bound_to_its_patron() -> None:
     assert right.error is None and right.envelope is not None
 
 
+@pytest.mark.parametrize("split_from", [1, 5])
 async def test_a_batch_s_partitions_commit_apart_and_a_failed_one_is_redone_alone(
-    infra: Infra, monkeypatch: pytest.MonkeyPatch,
+    infra: Infra, monkeypatch: pytest.MonkeyPatch, split_from: int,
 ) -> None:
     """Partition 1 fails transiently: partition 0's transaction still commits, the batch
-    raises (rewound), and when it comes back the inbox drops partition 0's records."""
+    raises (rewound), and when it comes back the inbox drops partition 0's records. A
+    batch smaller than `split_from` (here 4 records) is one transaction: all or nothing."""
     settings = await new_env(infra)
     async with running_service(SPEC, settings) as client:
         ctx = client.service.ctx
@@ -375,7 +377,7 @@ async def test_a_batch_s_partitions_commit_apart_and_a_failed_one_is_redone_alon
                  _incoming("cataloging.items", 0, item_cataloged("PB1", "JX-A"), 1),
                  _incoming("branch.events", 0, branch_event("branch.checkin", "JX-B", "PA1")),
                  _incoming("branch.events", 0, branch_event("branch.checkin", "JX-B", "PB1"), 1)]
-        by_partition = ByPartition(ctx, SPEC.handlers, concurrent=True)
+        by_partition = ByPartition(ctx, SPEC.handlers, split_from=split_from)
         real = EventProcessor.apply_event
         failed: list[str] = []
 
@@ -397,7 +399,8 @@ async def test_a_batch_s_partitions_commit_apart_and_a_failed_one_is_redone_alon
                 ))).all()
             return {str(barcode): int(n) for barcode, n in rows}
 
-        assert await transfers() == {"PA1": 1}  # partition 0 committed, partition 1 did not
+        # Split: partition 0 committed, partition 1 did not. Whole: neither did.
+        assert await transfers() == ({"PA1": 1} if split_from == 1 else {})
         await by_partition.process(batch)  # the rewound batch fetched again
         assert await transfers() == {"PA1": 1, "PB1": 1}  # nothing doubled
 
@@ -428,7 +431,7 @@ async def test_a_batch_s_partitions_run_at_once_and_one_key_s_topics_stay_togeth
                  for p in range(4)]
         batch += [_incoming("branch.events", 0, branch_event("branch.checkin", "JX-B", f"PC{p}"),
                             p) for p in range(4)]
-        await ByPartition(ctx, SPEC.handlers, concurrent=True).process(batch)
+        await ByPartition(ctx, SPEC.handlers, split_from=1).process(batch)
         assert overlapped, "the partitions' transactions ran one after another"
         async with ctx.sessionmaker() as session:
             statuses = {str(b): str(s) for b, s in (await session.execute(
