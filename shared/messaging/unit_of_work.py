@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar, cast
 from pydantic import TypeAdapter
 from sqlalchemy import String, any_, bindparam, event, insert, inspect, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -235,6 +236,11 @@ class SqlUnitOfWork(UnitOfWork):
         self._held: list[object] = []
         event.listen(self.session.sync_session, "loaded_as_persistent",
                      lambda _session, instance: self._held.append(instance))
+        self._connected = False  # whether the session has taken a connection yet
+        event.listen(self.session.sync_session, "after_begin", self._on_begin)
+
+    def _on_begin(self, *_: Any) -> None:
+        self._connected = True
 
     async def __aenter__(self) -> SqlUnitOfWork:
         await self.session.begin()
@@ -243,8 +249,12 @@ class SqlUnitOfWork(UnitOfWork):
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             if exc_type is None:
-                wrote = await self.flush_outbox()
-                await self.session.commit()
+                session = self.session
+                if self._connected or session.new or session.dirty or session.deleted:
+                    wrote = await self.flush_outbox()
+                    await session.commit()
+                else:
+                    wrote = await self._outbox_alone()
                 if wrote:
                     if self.ctx.relay_leads:
                         self.ctx.wake_relay.set()
@@ -341,6 +351,33 @@ class SqlUnitOfWork(UnitOfWork):
                 [("content-type", CONTENT_TYPE.encode()), *headers]),
         }))
 
+    async def _outbox_alone(self) -> int:
+        """Write the queued events as the only statement of the unit of work.
+
+        A use case that read and changed nothing (a desk's batch of branch events, only
+        forwarded) needs no BEGIN and COMMIT around its one INSERT: a single statement is
+        atomic on its own. One round trip instead of three, on the path a desk waits on.
+        """
+        rows = self._outbox_rows()
+        if not rows:
+            return 0
+        engine: AsyncEngine = self.ctx.sessionmaker.kw["bind"]
+        async with engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            await self._insert_outbox(driver, rows)
+        return len(rows)
+
+    async def _insert_outbox(self, driver: Any, rows: list[dict[str, Any]]) -> None:
+        await driver.execute(
+            f'INSERT INTO "{self.ctx.tables.schema}".outbox (topic, key, value, headers, '
+            "event_type) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], "
+            "$4::text[]::jsonb[], $5::text[])",
+            [r["topic"] for r in rows], [r["key"] for r in rows], [r["value"] for r in rows],
+            [_CONTENT_TYPE_JSON if r["headers"] is _CONTENT_TYPE_HEADERS
+             else json.dumps(r["headers"]) for r in rows], [r["event_type"] for r in rows],
+        )
+
     async def flush_outbox(self) -> int:
         """Insert the queued events in one statement (arrays, not one row per statement)."""
         rows = self._outbox_rows()
@@ -353,14 +390,7 @@ class SqlUnitOfWork(UnitOfWork):
             # Nothing has run in this transaction yet: let SQLAlchemy open it.
             await self.session.execute(insert(self.ctx.tables.outbox), rows)
             return len(rows)
-        await driver.execute(
-            f'INSERT INTO "{self.ctx.tables.schema}".outbox (topic, key, value, headers, '
-            "event_type) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], "
-            "$4::text[]::jsonb[], $5::text[])",
-            [r["topic"] for r in rows], [r["key"] for r in rows], [r["value"] for r in rows],
-            [_CONTENT_TYPE_JSON if r["headers"] is _CONTENT_TYPE_HEADERS
-             else json.dumps(r["headers"]) for r in rows], [r["event_type"] for r in rows],
-        )
+        await self._insert_outbox(driver, rows)
         return len(rows)
 
     async def claim_inbox(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -13,9 +13,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select, text
 
-from services.circulation.models import Transfer
+from services.circulation.models import Anomaly, Transfer
 from services.circulation.spec import SPEC
 from shared.contracts.branch import BranchCheckin
+from shared.contracts.envelope import utcnow
 from shared.messaging.kafka import make_producer
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.unit_of_work import SqlUnitOfWork
@@ -66,6 +67,39 @@ async def test_relay_publishes_exactly_the_committed_events(infra: Infra) -> Non
             await producer.stop()
     records = await read_topic(settings, "branch.events", at_least=2, settle=2.0)
     assert sorted(r.key for r in records) == [b"KEEP-1", b"KEEP-2"]
+
+
+async def test_a_unit_of_work_that_only_emits_writes_one_statement_without_a_transaction(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Events alone go in one INSERT (no BEGIN/COMMIT); as soon as the unit of work read
+    or changed anything, its events commit in its transaction with the state."""
+    settings = await new_env(infra)
+    async with migrated_context(SPEC, settings) as ctx:
+        in_transaction: list[str] = []
+        real = SqlUnitOfWork.flush_outbox
+
+        async def spy(self: SqlUnitOfWork) -> int:
+            in_transaction.extend(e.subject for e in self.emitted)
+            return await real(self)
+
+        monkeypatch.setattr(SqlUnitOfWork, "flush_outbox", spy)
+        async with SqlUnitOfWork(ctx) as uow:
+            uow.emit(BranchCheckin(branch="A", barcode="ALONE"), subject="ALONE")
+        async with SqlUnitOfWork(ctx) as uow:
+            await uow.session.execute(text("SELECT 1"))
+            uow.emit(BranchCheckin(branch="A", barcode="AFTER-READ"), subject="AFTER-READ")
+        async with SqlUnitOfWork(ctx) as uow:
+            uow.repo(Anomaly).add(Anomaly(barcode="WITH-ROW", kind="unknown_item", detail="-",
+                                          event_id="e-1", at=utcnow(), site="A"))
+            uow.emit(BranchCheckin(branch="A", barcode="WITH-ROW"), subject="WITH-ROW")
+        assert in_transaction == ["AFTER-READ", "WITH-ROW"]
+        async with ctx.sessionmaker() as session:
+            keys = (await session.execute(text(
+                "SELECT key FROM circulation.outbox ORDER BY id"))).scalars().all()
+            anomalies = (await session.execute(select(func.count()).select_from(Anomaly)
+                                               )).scalar_one()
+        assert keys == [b"ALONE", b"AFTER-READ", b"WITH-ROW"] and anomalies == 1
 
 
 async def test_duplicate_delivery_has_one_effect(infra: Infra) -> None:
