@@ -560,7 +560,19 @@ def render(result: dict[str, Any]) -> str:
     for name in names:
         lines.append(f"| {name} | " + " | ".join(
             f"{cores.get(name, 0.0):.2f}" for cores in phases.values()) + " |")
+    per_checkin = cpu_ms_per_checkin(result)
+    lines += ["", "CPU per check-in in the throughput phase (ms; steadier between runs than "
+              "the rates, which also move with how fast this machine is that minute): "
+              + ", ".join(f"{name} {ms:.3f}" for name, ms in per_checkin.items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def cpu_ms_per_checkin(result: dict[str, Any]) -> dict[str, float]:
+    """CPU milliseconds each process spent per check-in while the throughput run drained."""
+    t = result["system"]["throughput"]
+    return {name: cores * t["elapsed_s"] * 1000 / t["checkins"]
+            for name, cores in sorted(t["cpu_cores_used"].items(), key=lambda kv: -kv[1])
+            if cores > 0.005}
 
 
 def headline(result: dict[str, Any]) -> dict[str, float]:
@@ -569,12 +581,19 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
     out = {"check-ins/s sustained": s["throughput"]["checkins_per_s"],
            "raw Kafka produce+consume msg/s": b["kafka"]["produce_consume_per_s"],
            "raw Postgres commits/s (8 conns)": b["postgres"]["commits_per_s_8_conns"]}
+    for name, ms in cpu_ms_per_checkin(result).items():
+        out[f"{name} CPU ms per check-in"] = ms
     for lat in s["latency"]:
         out[f"latency p50 ms at {lat['rate']}/s"] = lat["p50_ms"]
         out[f"latency p99 ms at {lat['rate']}/s"] = lat["p99_ms"]
     for run in s.get("http", []):
         out[f"{run['call']} p99 ms on {run.get('process', 'circulation')}"] = run["p99_ms"]
     return out
+
+
+def _figure(value: float) -> str:
+    """One decimal, or three below 10 (milliseconds of CPU per check-in)."""
+    return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
 
 
 def compare(result: dict[str, Any], previous: dict[str, Any]) -> str:
@@ -585,7 +604,7 @@ def compare(result: dict[str, Any], previous: dict[str, Any]) -> str:
     for name, value in now.items():
         old = then.get(name)
         change = f"{(value - old) / old * 100:+.0f} %" if old else "—"
-        lines.append(f"| {name} | {'—' if old is None else f'{old:,.1f}'} | {value:,.1f} "
+        lines.append(f"| {name} | {'—' if old is None else _figure(old)} | {_figure(value)} "
                      f"| {change} |")
     return "\n".join(lines) + "\n"
 
