@@ -391,7 +391,8 @@ async def _no_decode(message: Any, original: Any) -> Any:
 
 def subscribe(
     broker: KafkaBroker,
-    processor: EventProcessor,
+    ctx: ServiceContext,
+    handlers: Handlers,
     topics: Sequence[str],
     settings: Settings,
     group_id: str | None = None,
@@ -401,10 +402,9 @@ def subscribe(
 
     `ingress`: the (prefixed) topics on which an unhandled known type is dead-lettered.
     """
-    service = processor.ctx.service
+    service = ctx.service
     state = {"failures": 0}
-    by_partition = ByPartition(processor.ctx, processor.handlers,
-                               settings.kafka_concurrent_partitions_from)
+    by_partition = ByPartition(ctx, handlers, settings.kafka_concurrent_partitions_from)
     ingress = frozenset(ingress)
     prefix = settings.kafka_topic_prefix
 
@@ -423,7 +423,7 @@ def subscribe(
         decoder=_no_decode,
     )
     async def on_batch(records: Any, message: KafkaMessage) -> None:
-        handled = processor.handlers
+        handled = handlers
         try:
             records = message.raw_message
             now_ms = time.time() * 1000

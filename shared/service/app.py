@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.contracts import INGRESS_TOPICS, TOPICS
-from shared.messaging.consumer import EventProcessor, Handlers, subscribe
+from shared.messaging.consumer import Handlers, subscribe
 from shared.messaging.kafka import ensure_topics, make_broker, make_producer
 from shared.messaging.outbox import OutboxRelay, RelayBell, ServiceContext, outbox_tables
 from shared.messaging.unit_of_work import SqlUnitOfWork
@@ -106,12 +106,12 @@ class Service:
         self.ctx = ServiceContext(spec.name, outbox_tables(spec.name),
                                   make_sessionmaker(self.engine), settings=settings,
                                   retained=spec.retained)
-        self.processor = EventProcessor(self.ctx, spec.handlers)
         self.broker: KafkaBroker = make_broker(settings, spec.name)
         if spec.consumes and settings.consume:
-            subscribe(self.broker, self.processor, [settings.topic(t) for t in spec.consumes],
-                      settings, ingress=[settings.topic(t) for t in spec.consumes
-                                         if t in INGRESS_TOPICS])
+            subscribe(self.broker, self.ctx, spec.handlers,
+                      [settings.topic(t) for t in spec.consumes], settings,
+                      ingress=[settings.topic(t) for t in spec.consumes
+                               if t in INGRESS_TOPICS])
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.bell: RelayBell | None = None

@@ -50,7 +50,7 @@ def _closed_is_gone(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     connection cut without a goodbye fails its first statement, and SQLAlchemy then
     discards the whole pool (its disconnect handling).
     """
-    driver = getattr(dbapi_connection, "_connection", None)
+    driver = record.driver_connection
     if driver is not None and driver.is_closed():
         raise DisconnectionError("the server closed this pooled connection")
 
