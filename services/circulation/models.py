@@ -40,6 +40,8 @@ class Item(Row, table=True):
 class Transfer(Row, table=True):
     """A request to move one item between sites; at most one open per item."""
 
+    inserted_in_bulk = True
+
     __table_args__ = (
         Index("one_open_transfer_per_item", "barcode", unique=True,
               postgresql_where=text("status = 'open'")),
@@ -60,6 +62,8 @@ class Transfer(Row, table=True):
 
 
 class Loan(Row, table=True):
+    inserted_in_bulk = True
+
     __table_args__ = {"schema": SCHEMA}
 
     loan_id: str = Field(primary_key=True)
@@ -168,6 +172,8 @@ class LoanPolicyRow(Row, table=True):
 
 class Anomaly(Row, table=True):
     """A fact that contradicted what circulation believed, kept for staff to review."""
+
+    inserted_in_bulk = True
 
     __table_args__ = {"schema": SCHEMA}
 

@@ -81,6 +81,8 @@ class Shipment(Row, table=True):
     site it was picked up or unloaded at.
     """
 
+    inserted_in_bulk = True
+
     __table_args__ = (
         Index("ix_logistics_shipment_barcode_created", "barcode", "created_at"),
         Index("ix_logistics_shipment_crate_on_vehicle", "crate_id",

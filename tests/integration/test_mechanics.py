@@ -80,7 +80,7 @@ async def test_a_unit_of_work_that_only_emits_writes_one_statement_without_a_tra
         real = SqlUnitOfWork.flush_outbox
 
         async def spy(self: SqlUnitOfWork) -> int:
-            in_transaction.extend(e.subject for e in self.emitted)
+            in_transaction.extend(row["key"].decode() for row in self.queued_rows())
             return await real(self)
 
         monkeypatch.setattr(SqlUnitOfWork, "flush_outbox", spy)

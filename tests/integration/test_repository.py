@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, func, text
+from sqlmodel import col, select
 
-from services.circulation.models import Item, Site
+from services.circulation.models import Anomaly, Item, Site, Transfer
 from services.circulation.spec import SPEC
+from shared.contracts import utcnow
+from shared.messaging.outbox import ServiceContext
 from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
 from tests.fakes import FakeUnitOfWork
 from tests.support import Infra, migrated_context, new_env
@@ -131,3 +134,91 @@ async def test_a_lookup_of_more_values_than_postgres_takes_parameters_is_one_que
             assert sorted(found) == ["JX-39999", "JX-7"]
             assert (await items.get("K7")) is not None and await items.get("K8") is None
             assert len(statements) == 2
+
+
+# --- tables written in bulk (Row.inserted_in_bulk): the same contract as any other -------
+
+def _transfer(transfer_id: str, barcode: str, status: str = "open") -> Transfer:
+    return Transfer(transfer_id=transfer_id, barcode=barcode, from_site="JX-A", to_site="JX-B",
+                    reason="return_home", status=status, requested_at=utcnow())
+
+
+async def test_bulk_rows_are_found_by_key_and_kept_with_later_changes(open_uow: Opener) -> None:
+    assert Transfer.inserted_in_bulk and not Item.inserted_in_bulk
+    async with open_uow() as uow:
+        uow.repo(Transfer).add(_transfer("T1", "BK1"))
+        found = await uow.repo(Transfer).get("T1")
+        assert found is not None
+        found.status = "completed"  # changed before the unit of work wrote it
+        uow.repo(Transfer).add(_transfer("T-gone", "BK9"))
+        gone = await uow.repo(Transfer).get("T-gone")
+        assert gone is not None
+        await uow.repo(Transfer).remove(gone)
+    async with open_uow() as uow:
+        await uow.repo(Transfer).load(["T1", "T-gone"])
+        kept = await uow.repo(Transfer).get("T1")
+        assert kept is not None and kept.status == "completed" and kept.barcode == "BK1"
+        assert await uow.repo(Transfer).get("T-gone") is None
+
+
+@pytest.fixture
+async def sql_ctx(infra: Infra) -> AsyncIterator[ServiceContext]:
+    async with migrated_context(SPEC, await new_env(infra)) as ctx:
+        yield ctx
+
+
+async def _transfers(ctx: ServiceContext) -> dict[str, str]:
+    async with ctx.sessionmaker() as session:
+        rows = (await session.execute(text(
+            "SELECT transfer_id, status FROM circulation.transfer"))).all()
+    return {r[0]: r[1] for r in rows}
+
+
+async def test_a_query_in_the_middle_sees_bulk_rows_and_later_changes_are_flushed(
+    sql_ctx: ServiceContext,
+) -> None:
+    """A query written by hand finds the rows added before it; a row written for it is
+    then tracked like any other, so a change made after the query is kept too."""
+    async with SqlUnitOfWork(sql_ctx) as uow:
+        transfer = _transfer("T2", "BK2")
+        uow.repo(Transfer).add(transfer)
+        seen = (await uow.session.exec(select(Transfer.transfer_id).where(
+            col(Transfer.barcode) == "BK2"))).all()
+        assert seen == ["T2"]
+        transfer.status = "cancelled"
+    assert await _transfers(sql_ctx) == {"T2": "cancelled"}
+
+
+async def test_bulk_rows_are_written_after_the_updates_of_the_same_flush(
+    sql_ctx: ServiceContext,
+) -> None:
+    """Closing an item's open transfer and opening a new one in one unit of work: the
+    partial unique index (one open transfer per item) sees the close first."""
+    async with SqlUnitOfWork(sql_ctx) as uow:
+        uow.repo(Transfer).add(_transfer("T3", "BK3"))
+    async with SqlUnitOfWork(sql_ctx) as uow:
+        await uow.repo(Transfer).load(["T3"])
+        old = await uow.repo(Transfer).get("T3")
+        assert old is not None
+        old.status = "cancelled"
+        uow.repo(Transfer).add(_transfer("T4", "BK3"))
+        uow.repo(Item).add(Item(barcode="BK3", site="JX-A", status="in_transit",
+                                open_transfer_id="T4"))
+    assert await _transfers(sql_ctx) == {"T3": "cancelled", "T4": "open"}
+
+
+async def test_bulk_rows_alone_commit_and_a_failed_unit_of_work_writes_none(
+    sql_ctx: ServiceContext,
+) -> None:
+    async with SqlUnitOfWork(sql_ctx) as uow:  # nothing else: no ORM change, no event
+        uow.repo(Anomaly).add(Anomaly(barcode="BK5", kind="unknown_item", detail="-",
+                                      event_id="e-5", at=utcnow(), site="JX-A"))
+    with pytest.raises(RuntimeError):
+        async with SqlUnitOfWork(sql_ctx) as uow:
+            uow.repo(Transfer).add(_transfer("T6", "BK6"))
+            await uow.session.execute(text("SELECT 1"))  # written in the middle ...
+            raise RuntimeError("handler failed")  # ... and rolled back with the rest
+    async with sql_ctx.sessionmaker() as session:
+        anomalies = (await session.execute(select(func.count()).select_from(Anomaly)
+                                           )).scalar_one()
+    assert anomalies == 1 and await _transfers(sql_ctx) == {}

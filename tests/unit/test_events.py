@@ -19,7 +19,9 @@ from shared.contracts.branch import BranchCheckin
 from shared.contracts.circulation import TransferRequested
 from shared.contracts.registry import event
 from shared.messaging.consumer import Handlers
-from shared.messaging.unit_of_work import UnitOfWork
+from shared.messaging.outbox import ServiceContext, outbox_tables
+from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
+from shared.service.db import make_engine, make_sessionmaker
 
 T = "2026-11-22T10:00:00+08:00"
 SITE = {
@@ -227,3 +229,31 @@ def test_a_handler_must_take_the_class_it_is_registered_for() -> None:
     with pytest.raises(TypeError, match="BranchCheckin"):
         handlers.on(BranchCheckin)(on_checkin)
     assert "branch.checkin" not in handlers
+
+
+@pytest.mark.parametrize("event_type", sorted(SAMPLES))
+def test_the_outbox_writes_what_the_envelope_model_would(event_type: str) -> None:
+    """`SqlUnitOfWork.emit` writes the record's JSON itself: the same fields, in the same
+    order, with the same values as `make_event(...).to_bytes()` (bar its own id and time),
+    and it parses back to the payload."""
+    payload = EVENTS[event_type].model_validate(SAMPLES[event_type])
+    source = source_for(event_type, SAMPLES[event_type])
+    engine = make_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")  # never connects
+    ctx = ServiceContext("test", outbox_tables("test"), make_sessionmaker(engine))
+    uow = SqlUnitOfWork(ctx)
+    uow.source = source
+    cause = make_event(BranchCheckin(branch="JX-A", barcode='B"1'), subject='B"1',
+                       source="branch/JX-A")
+    subject = 'S "中" \\ 1'
+    uow.emit(payload, subject=subject, cause=cause)
+    [row] = uow.queued_rows()
+    expected = json.loads(make_event(payload, subject=subject, source=uow.source,
+                                     cause=cause).to_bytes())
+    written = json.loads(row["value"])
+    assert list(written) == list(expected)
+    for varying in ("id", "time"):
+        expected.pop(varying), written.pop(varying)
+    assert written == expected
+    assert row["topic"] == EVENTS[event_type].topic and row["key"] == subject.encode()
+    envelope, parsed = parse_bytes(row["value"])
+    assert parsed == payload and envelope.causationid == cause.id
