@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -131,12 +132,29 @@ def decode_json(raw: bytes | None) -> dict[str, Any]:
 
 #: The variant nibble of an RFC 4122 UUID (binary 10xx), by a random hex digit.
 _VARIANT = {f"{n:x}": f"{0x8 | (n & 0x3):x}" for n in range(16)}
+#: Random bytes for ids, read 2 KiB at a time (one system call per 128 ids); one pool per
+#: thread, and a forked child starts with none of its parent's.
+_POOL = threading.local()
+_POOL_BYTES = 2048
+
+
+def _fresh_pools() -> None:
+    global _POOL
+    _POOL = threading.local()
+
+
+os.register_at_fork(after_in_child=_fresh_pools)
 
 
 def new_id() -> str:
-    """A random (version 4) UUID as text, from 16 random bytes: what `str(uuid.uuid4())`
-    gives, at half its cost (every event gets one)."""
-    h = os.urandom(16).hex()
+    """A random (version 4) UUID as text: what `str(uuid.uuid4())` gives, at a third of
+    its cost (every event gets one)."""
+    pool = _POOL
+    at = getattr(pool, "at", _POOL_BYTES * 2)
+    if at >= _POOL_BYTES * 2:
+        pool.hex, at = os.urandom(_POOL_BYTES).hex(), 0
+    h = pool.hex[at:at + 32]
+    pool.at = at + 32
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
