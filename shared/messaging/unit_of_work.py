@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Column, String, Table, any_, bindparam, event, insert, inspect, text
+from sqlalchemy import JSON, Column, String, Table, any_, bindparam, event, insert, inspect, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import ORMExecuteState, Session, make_transient_to_detached
@@ -121,42 +122,71 @@ def _insert_shape(model: type[Any]) -> tuple[Table, list[tuple[str, bool]]]:
 
 
 _SHAPES: dict[type[Any], tuple[Table, list[tuple[str, bool]]]] = {}
+_POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 class BulkInserts:
     """New rows of `inserted_in_bulk` tables (shared/service/rows.py), written by one INSERT
     per table instead of the ORM's per-row flush.
 
-    They are written after the ORM's own changes of the same flush (an update closing a
-    row comes before the insert replacing it, as a partial unique index needs), and before
-    any statement the session runs, so a query in the middle of a unit of work sees them.
-    A row written in the middle is attached to the session, so later changes to it are
-    flushed as usual; at the end nothing changes them any more and they are not.
+    At the end of a unit of work they go in the same statement as its outbox rows (one
+    round trip, column arrays), after the ORM's own changes (an update closing a row comes
+    before the insert replacing it, as a partial unique index needs). A statement the
+    session runs before that writes them first, so a query in the middle of a unit of work
+    sees them; a row written in the middle is attached to the session, so later changes to
+    it are flushed as usual.
     """
 
     def __init__(self) -> None:
         self.rows: list[SQLModel] = []
-        self.attach = True
+        #: Set for the unit of work's last flush: the rows then wait for `take`.
+        self.final = False
 
-    def write(self, session: Session) -> None:
+    def _grouped(self) -> dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]]:
         rows, self.rows = self.rows, []
-        if not rows:
-            return
-        statements: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+        groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
         for row in rows:
             table, columns = _insert_shape(type(row))
             values = row.__dict__
             keys = tuple(k for k, filled in columns if not (filled and values.get(k) is None))
-            statements.setdefault((table, keys), []).append({k: values.get(k) for k in keys})
+            groups.setdefault((table, keys), []).append({k: values.get(k) for k in keys})
+        return groups
+
+    def write(self, session: Session) -> None:
+        """Write the rows now, in the middle of the unit of work, and attach them."""
+        if self.final or not self.rows:
+            return
+        rows = list(self.rows)
         connection = session.connection()
-        for (table, _), params in statements.items():
+        for (table, _), params in self._grouped().items():
             connection.execute(insert(table), params)
-        if self.attach:
-            for row in rows:
-                # A row keyed by a serial has no key here; such tables are append-only.
-                if inspect(row).mapper.primary_key_from_instance(row)[0] is not None:
-                    make_transient_to_detached(row)
-                    session.add(row)
+        for row in rows:
+            # A row keyed by a serial has no key here; such tables are append-only.
+            if inspect(row).mapper.primary_key_from_instance(row)[0] is not None:
+                make_transient_to_detached(row)
+                session.add(row)
+
+    def take(self, first_parameter: int) -> tuple[list[str], list[Any]]:
+        """The rows as `INSERT ... SELECT * FROM unnest($n::type[], ...)` statements (one
+        per table and column set), numbered from `$first_parameter`, and their arrays."""
+        statements: list[str] = []
+        arrays: list[Any] = []
+        for (table, keys), values in self._grouped().items():
+            casts = []
+            for key in keys:
+                column = table.c[key]
+                cast = column.type.compile(dialect=_POSTGRES)
+                column_values = [v[key] for v in values]
+                if isinstance(column.type, JSON):  # as text, as the outbox's headers
+                    column_values = [None if x is None else json.dumps(x)
+                                     for x in column_values]
+                    cast = f"text[]::{cast}"
+                arrays.append(column_values)
+                casts.append(f"${first_parameter + len(arrays) - 1}::{cast}[]")
+            statements.append(
+                f'INSERT INTO "{table.schema}"."{table.name}" ({", ".join(keys)}) '
+                f"SELECT * FROM unnest({', '.join(casts)})")
+        return statements, arrays
 
 
 class SqlRepository(Repository[M]):
@@ -311,7 +341,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.bulk.write(session)
 
     def _before_statement(self, state: ORMExecuteState) -> None:
-        if self.bulk.rows:
+        if self.bulk.rows and not self.bulk.final:
             state.session.flush()  # the ORM's changes first; its hook writes the rows
             self.bulk.write(state.session)  # no ORM change: nothing was flushed
 
@@ -447,36 +477,42 @@ class SqlUnitOfWork(UnitOfWork):
         async with engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
-            await self._insert_outbox(driver, rows)
+            await self._write_last(driver, rows)
         return len(rows)
 
-    async def _insert_outbox(self, driver: Any, rows: list[dict[str, Any]]) -> None:
-        await driver.execute(
-            f'INSERT INTO "{self.ctx.tables.schema}".outbox (topic, key, value, headers, '
-            "event_type) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], "
-            "$4::text[]::jsonb[], $5::text[])",
-            [r["topic"] for r in rows], [r["key"] for r in rows], [r["value"] for r in rows],
-            [_CONTENT_TYPE_JSON if r["headers"] is _CONTENT_TYPE_HEADERS
-             else json.dumps(r["headers"]) for r in rows], [r["event_type"] for r in rows],
-        )
+    async def _write_last(self, driver: Any, rows: list[dict[str, Any]]) -> None:
+        """The pending bulk rows and the outbox rows in one statement: each table's INSERT
+        a data-modifying `WITH` part of the outbox's (or of the last table's) INSERT."""
+        statements, arrays = self.bulk.take(1)
+        if rows:
+            n = len(arrays)
+            statements.append(
+                f'INSERT INTO "{self.ctx.tables.schema}".outbox (topic, key, value, headers, '
+                f"event_type) SELECT * FROM unnest(${n + 1}::text[], ${n + 2}::bytea[], "
+                f"${n + 3}::bytea[], ${n + 4}::text[]::jsonb[], ${n + 5}::text[])")
+            arrays += [[r["topic"] for r in rows], [r["key"] for r in rows],
+                       [r["value"] for r in rows],
+                       [_CONTENT_TYPE_JSON if r["headers"] is _CONTENT_TYPE_HEADERS
+                        else json.dumps(r["headers"]) for r in rows],
+                       [r["event_type"] for r in rows]]
+        if not statements:
+            return
+        *parts, last = statements
+        with_ = "WITH " + ", ".join(f"w{i} AS ({p})" for i, p in enumerate(parts)) + " "
+        await driver.execute((with_ if parts else "") + last, *arrays)
 
     async def flush_outbox(self) -> int:
-        """Write the rows still pending, then insert the queued events in one statement
-        (arrays, not one row per statement)."""
+        """The ORM's changes, then the rows written in bulk and the queued events in one
+        statement (arrays, not one row per statement)."""
         rows = self._outbox_rows()
-        self.bulk.attach = False  # the end of the unit of work: nothing changes them now
+        self.bulk.final = True  # the end of the unit of work: the rows wait for that statement
         await self.session.flush()
-        if self.bulk.rows:  # no ORM change, so no flush ran to write them
-            await self.session.run_sync(self.bulk.write)
-        if not rows:
-            return 0
         conn = await self.session.connection()
         driver = (await conn.get_raw_connection()).driver_connection
-        if driver is None or not driver.is_in_transaction():
-            # Nothing has run in this transaction yet: let SQLAlchemy open it.
-            await self.session.execute(insert(self.ctx.tables.outbox), rows)
-            return len(rows)
-        await self._insert_outbox(driver, rows)
+        assert driver is not None
+        # Outside a transaction when nothing has run in this one: then this one statement
+        # is the whole unit of work, atomic on its own.
+        await self._write_last(driver, rows)
         return len(rows)
 
     async def claim_inbox(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
