@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from services.circulation.models import Anomaly, Item, Site, Transfer
 from services.circulation.spec import SPEC
 from shared.contracts import utcnow
+from shared.contracts.circulation import ItemCheckedIn
 from shared.messaging.outbox import ServiceContext
 from shared.messaging.unit_of_work import SqlUnitOfWork, UnitOfWork
 from tests.fakes import FakeUnitOfWork
@@ -204,7 +205,17 @@ async def test_bulk_rows_are_written_after_the_updates_of_the_same_flush(
         uow.repo(Transfer).add(_transfer("T4", "BK3"))
         uow.repo(Item).add(Item(barcode="BK3", site="JX-A", status="in_transit",
                                 open_transfer_id="T4"))
+        # Rows of two bulk tables and an event: one statement with WITH parts.
+        uow.repo(Anomaly).add(Anomaly(barcode="BK3", kind="checkin_without_loan",
+                                      detail="-", event_id="e-3", at=utcnow(), site="JX-A"))
+        uow.emit(ItemCheckedIn(barcode="BK3", branch="JX-A", disposition="transfer"),
+                 subject="BK3")
     assert await _transfers(sql_ctx) == {"T3": "cancelled", "T4": "open"}
+    async with sql_ctx.sessionmaker() as session:
+        written = (await session.execute(text(
+            "SELECT (SELECT count(*) FROM circulation.anomaly WHERE barcode = 'BK3'), "
+            "(SELECT count(*) FROM circulation.outbox WHERE key = 'BK3'::bytea)"))).one()
+    assert tuple(written) == (1, 1)
 
 
 async def test_bulk_rows_alone_commit_and_a_failed_unit_of_work_writes_none(
