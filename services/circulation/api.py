@@ -32,7 +32,7 @@ from shared.contracts import (
 )
 from shared.contracts.branch import BranchEvent
 from shared.errors import Conflict, NotFound
-from shared.service.app import ServiceDep, SessionDep
+from shared.service.app import ReadSessionDep, ServiceDep, SessionDep
 from shared.service.auth import SITE_ROLES, Principal, current_principal, require
 from shared.service.period import PeriodDep
 
@@ -158,7 +158,7 @@ class ItemView(BaseModel):
 @router.get("/items/{barcode}", response_model=ItemView, tags=["items"])
 async def get_item(
     barcode: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     principal: Annotated[Principal, Depends(current_principal)],
 ) -> ItemView:
     item = await session.get(Item, barcode)

@@ -106,6 +106,9 @@ class Service:
         self.ctx = ServiceContext(spec.name, outbox_tables(spec.name),
                                   make_sessionmaker(self.engine), settings=settings,
                                   retained=spec.retained)
+        #: Sessions whose statements each run on their own (`ReadSessionDep`).
+        self.read_sessionmaker = make_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"))
         self.broker: KafkaBroker = make_broker(settings, spec.name)
         if spec.consumes and settings.consume:
             subscribe(self.broker, self.ctx, spec.handlers,
@@ -241,6 +244,18 @@ async def get_session(service: ServiceDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_read_session(service: ServiceDep) -> AsyncIterator[AsyncSession]:
+    """A session whose statements each run on their own (autocommit), for lookups a desk
+    waits on: no BEGIN and ROLLBACK around them, one round trip a query instead of three.
+    Under READ COMMITTED each statement takes its own snapshot inside a transaction too,
+    so the reads see the same; not for `SET LOCAL` or row locks."""
+    async with service.read_sessionmaker() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 
 #: A route sets `openapi_extra={BODY_LIMIT_KEY: n}` to have its own body limit (bytes)

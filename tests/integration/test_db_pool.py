@@ -10,8 +10,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.circulation.spec import SPEC
+from shared.service.app import Service
 from shared.service.db import make_engine
-from tests.support import Infra
+from tests.support import Infra, new_env
 
 pytestmark = pytest.mark.integration
 
@@ -51,3 +53,25 @@ async def test_without_the_check_the_closed_connection_fails_its_first_statement
     """What the check prevents: a plain pool hands out the dead connection."""
     with pytest.raises(DBAPIError):
         await _backend_after_termination(infra.database_url, checked=False)
+
+
+async def test_read_sessions_run_each_statement_alone_and_the_pool_gets_transactions_back(
+    infra: Infra,
+) -> None:
+    """`ReadSessionDep`'s sessions send no BEGIN: each statement is its own transaction
+    (`now()` moves between two), while a plain session's statements share one; the same
+    pooled connection is a plain transaction again once handed back."""
+    service = Service(SPEC, await new_env(infra, db_pool_size=1))
+    try:
+        async with service.read_sessionmaker() as session:
+            first = (await session.execute(text("SELECT now()"))).scalar_one()
+            await asyncio.sleep(0.05)
+            second = (await session.execute(text("SELECT now()"))).scalar_one()
+            assert second > first
+        async with service.ctx.sessionmaker() as session:
+            first = (await session.execute(text("SELECT now()"))).scalar_one()
+            await asyncio.sleep(0.05)
+            second = (await session.execute(text("SELECT now()"))).scalar_one()
+            assert second == first
+    finally:
+        await service.engine.dispose()
