@@ -11,6 +11,7 @@ import abc
 import json
 import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
@@ -105,23 +106,38 @@ def one_of(column: Any, values: Collection[Any]) -> Any:
     return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
-def _insert_shape(model: type[Any]) -> tuple[Table, list[tuple[str, bool]]]:
-    """A table's columns, each with whether a None value is left out of the INSERT (a
-    serial key, a server or column default: what the database fills in, as the ORM does)."""
+@dataclass(frozen=True)
+class _Column:
+    """How one column of a table written in bulk is written, worked out once per table."""
+
+    attribute: str  # where the row keeps its value
+    name: str  # the column's name in the table
+    #: A None value is left out of the INSERT (a serial key, a server or column default:
+    #: what the database fills in, as the ORM does).
+    filled: bool
+    array: str  # the array type its values are sent as, cast to the column's type
+    json: bool  # values go as JSON text
+
+
+def _insert_shape(model: type[Any]) -> tuple[Table, list[_Column]]:
     shape = _SHAPES.get(model)
     if shape is None:
-        columns: list[tuple[str, bool]] = []
+        columns: list[_Column] = []
         for prop in inspect(model).column_attrs:
             column: Column[Any] = prop.columns[0]
             filled = column.server_default is not None or column.default is not None or (
                 column.primary_key and column.autoincrement is not False
                 and column.type.python_type is int)
-            columns.append((prop.key, filled))
+            sql_type = column.type.compile(dialect=_POSTGRES)
+            is_json = isinstance(column.type, JSON)
+            columns.append(_Column(prop.key, column.name, filled,
+                                   f"text[]::{sql_type}[]" if is_json else f"{sql_type}[]",
+                                   is_json))
         shape = _SHAPES[model] = (cast(Table, model.__table__), columns)
     return shape
 
 
-_SHAPES: dict[type[Any], tuple[Table, list[tuple[str, bool]]]] = {}
+_SHAPES: dict[type[Any], tuple[Table, list[_Column]]] = {}
 _POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
@@ -142,14 +158,18 @@ class BulkInserts:
         #: Set for the unit of work's last flush: the rows then wait for `take`.
         self.final = False
 
-    def _grouped(self) -> dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]]:
+    def _grouped(self) -> dict[tuple[Table, tuple[_Column, ...]], list[dict[str, Any]]]:
+        """The pending rows (taken) by table and by the columns they give, as values by
+        column name."""
         rows, self.rows = self.rows, []
-        groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+        groups: dict[tuple[Table, tuple[_Column, ...]], list[dict[str, Any]]] = {}
         for row in rows:
             table, columns = _insert_shape(type(row))
             values = row.__dict__
-            keys = tuple(k for k, filled in columns if not (filled and values.get(k) is None))
-            groups.setdefault((table, keys), []).append({k: values.get(k) for k in keys})
+            given = tuple(c for c in columns
+                          if not (c.filled and values.get(c.attribute) is None))
+            groups.setdefault((table, given), []).append(
+                {c.name: values.get(c.attribute) for c in given})
         return groups
 
     def write(self, session: Session) -> None:
@@ -171,21 +191,18 @@ class BulkInserts:
         per table and column set), numbered from `$first_parameter`, and their arrays."""
         statements: list[str] = []
         arrays: list[Any] = []
-        for (table, keys), values in self._grouped().items():
+        for (table, columns), values in self._grouped().items():
             casts = []
-            for key in keys:
-                column = table.c[key]
-                cast = column.type.compile(dialect=_POSTGRES)
-                column_values = [v[key] for v in values]
-                if isinstance(column.type, JSON):  # as text, as the outbox's headers
+            for column in columns:
+                column_values = [v[column.name] for v in values]
+                if column.json:  # as text, as the outbox's headers
                     column_values = [None if x is None else json.dumps(x)
                                      for x in column_values]
-                    cast = f"text[]::{cast}"
                 arrays.append(column_values)
-                casts.append(f"${first_parameter + len(arrays) - 1}::{cast}[]")
+                casts.append(f"${first_parameter + len(arrays) - 1}::{column.array}")
             statements.append(
-                f'INSERT INTO "{table.schema}"."{table.name}" ({", ".join(keys)}) '
-                f"SELECT * FROM unnest({', '.join(casts)})")
+                f'INSERT INTO "{table.schema}"."{table.name}" '
+                f"({', '.join(c.name for c in columns)}) SELECT * FROM unnest({', '.join(casts)})")
         return statements, arrays
 
 

@@ -19,9 +19,10 @@ from sqlmodel import SQLModel
 
 
 class Row(SQLModel):
-    #: New rows of this table are written by one INSERT per table when the unit of work
-    #: flushes (`SqlUnitOfWork`), not through the ORM's per-row bookkeeping (~70 µs a row,
-    #: most of a check-in's flush). For tables a hot handler inserts into by the hundred.
+    #: New rows of this table skip the ORM's per-row bookkeeping (~70 µs a row, most of a
+    #: check-in's flush): the unit of work writes them with its outbox rows in one
+    #: statement at commit (`BulkInserts` in shared/messaging/unit_of_work.py). For tables
+    #: a hot handler inserts into by the hundred.
     inserted_in_bulk: ClassVar[bool] = False
 
     _defaults: ClassVar[dict[type, dict[str, Any]]] = {}
