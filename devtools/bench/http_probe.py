@@ -4,6 +4,7 @@ Open loop: a call is started every 1/rate s whatever the answers before it, so a
 answer does not slow the sender (as desks and self-check machines do not wait for each
 other). Beside the call, `GET /live` (no database, no token) is offered at a tenth of the
 rate on the same process: the raw baseline of that process's event loop at that moment.
+The client watches its own event loop too, so a stall of the client is told apart.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ async def offered(rate: int, seconds: float, call: Callable[[int], Awaitable[boo
         started = time.perf_counter()
         try:
             ok = await call(n)
-        except httpx.HTTPError:
+        except (httpx.HTTPError, OSError):  # connection refused or cut: an error, not a crash
             ok = False
         if ok:
             latencies.append((time.perf_counter() - started) * 1000)
@@ -133,15 +134,31 @@ async def under_load(base_url: str, call: str, rate: int, seconds: float,
     async def live(_: int) -> bool:
         return await client.request("GET", "/live", {}) == 200
 
+    lags: list[float] = []
+
+    async def own_lag() -> None:
+        """How late this client's own loop wakes: a stall here is the client's, not the
+        service's, and is reported beside the figures."""
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append((time.perf_counter() - started - 0.005) * 1000)
+
+    watch = asyncio.create_task(own_lag())
     try:
         await offered(20, 0.5, live)  # open a few connections
         work = post_checkin if call.startswith("POST") else lookup
         measured, baseline = await asyncio.gather(
             offered(rate, seconds, work), offered(max(1, rate // 10), seconds, live))
     finally:
+        watch.cancel()
         client.close()
-    return [summary(call, *measured, rate),
-            summary("GET /live (raw baseline)", *baseline, max(1, rate // 10))]
+    client_lag = {"client_loop_lag_p99_ms": round(pct(lags, 99), 1),
+                  "client_loop_lag_max_ms": round(max(lags, default=0.0), 1)}
+    say(f"    (this client's own loop woke late by p99 {client_lag['client_loop_lag_p99_ms']} ms, "
+        f"at most {client_lag['client_loop_lag_max_ms']} ms)")
+    return [summary(call, *measured, rate) | client_lag,
+            summary("GET /live (raw baseline)", *baseline, max(1, rate // 10)) | client_lag]
 
 
 def probe(base_url: str, call: str, rate: int, seconds: float, barcodes: list[str],
