@@ -524,17 +524,23 @@ class OutboxRelay:
         schema = self.ctx.tables.schema
         self._claimed = 0
         async with self.ctx.sessionmaker() as session, session.begin():
-            # Plain FOR UPDATE, not SKIP LOCKED: a relay that is no longer the leader but
-            # still holds a claimed window is waited for, never overtaken (per-key order).
+            # Claimed and marked published in one statement; the mark commits only once the
+            # broker acknowledged every row (a failure rolls it back, and the rows stay
+            # unpublished). Plain FOR UPDATE, not SKIP LOCKED: a relay that is no longer
+            # the leader but still holds a claimed window is waited for, never overtaken
+            # (per-key order).
             result = await session.execute(
                 text(
-                    "SELECT id, topic, key, value, headers::text AS headers, event_type "
-                    f'FROM "{schema}".outbox '
-                    "WHERE published_at IS NULL ORDER BY id LIMIT :n FOR UPDATE"
+                    # MATERIALIZED: the window is chosen and locked once, whatever the plan.
+                    f'WITH claimed AS MATERIALIZED (SELECT id FROM "{schema}".outbox '
+                    "WHERE published_at IS NULL ORDER BY id LIMIT :n FOR UPDATE) "
+                    f'UPDATE "{schema}".outbox o SET published_at = now() FROM claimed '
+                    "WHERE o.id = claimed.id RETURNING o.id, o.topic, o.key, o.value, "
+                    "o.headers::text AS headers, o.event_type"
                 ),
                 {"n": self.batch},
             )
-            rows = result.all()
+            rows = sorted(result.all(), key=lambda row: row.id)  # RETURNING has no order
             if not rows:
                 return 0
             self._claimed = len(rows)
@@ -563,17 +569,11 @@ class OutboxRelay:
                            reason=f"{type(cause).__name__}: {cause}", key=row.key, value=row.value,
                            headers=self._record_headers(row),
                            event_type=row.event_type, outbox_id=row.id, session=session)
-            ids = bindparam("ids", type_=ARRAY(BigInteger))
             if refused_ids:
+                ids = bindparam("ids", type_=ARRAY(BigInteger))
                 await session.execute(
                     text(f'DELETE FROM "{schema}".outbox WHERE id = ANY(:ids)').bindparams(ids),
                     {"ids": sorted(refused_ids)},
-                )
-            if published:
-                await session.execute(
-                    text(f'UPDATE "{schema}".outbox SET published_at = now() '
-                         "WHERE id = ANY(:ids)").bindparams(ids),
-                    {"ids": [row.id for row in published]},
                 )
         for event_type, count in Counter(row.event_type for row in published).items():
             metrics.child(metrics.PUBLISHED, self.ctx.service, event_type).inc(count)

@@ -120,6 +120,34 @@ async def test_a_row_refused_for_good_is_parked_and_the_rest_published(infra: In
                                    f"WHERE id = {big_id}") == 0
 
 
+async def test_a_window_the_broker_did_not_acknowledge_stays_unpublished(
+        infra: Infra, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window is claimed and marked in one statement; the mark is only kept when every
+    row was acknowledged, so a failed send leaves all of it to the next drain, in order."""
+    settings = await new_env(infra)
+    async with node(settings) as n:
+        await queue(n.ctx, [(b"K", b"w-1"), (b"L", b"w-2"), (b"K", b"w-3")])
+        real_send_batch = n.producer.send_batch
+
+        async def broker_gone(*_: object, **__: object) -> asyncio.Future[object]:
+            failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("broker unreachable"))
+            return failed
+
+        monkeypatch.setattr(n.producer, "send_batch", broker_gone)
+        with pytest.raises(ConnectionError):
+            await n.relay.drain_once()
+        assert await scalar(n.ctx, "SELECT count(*) FROM circulation.outbox "
+                                   "WHERE published_at IS NULL") == 3
+        monkeypatch.setattr(n.producer, "send_batch", real_send_batch)
+        assert await n.relay.drain_once() == 3
+        assert await scalar(n.ctx, "SELECT count(*) FROM circulation.outbox "
+                                   "WHERE published_at IS NULL") == 0
+        records = await read_topic(settings, "circulation.transfers", at_least=3, settle=0.5)
+        assert [r.value for r in records if r.key == b"K"] == [b"w-1", b"w-3"]
+        assert sorted(r.value for r in records) == [b"w-1", b"w-2", b"w-3"]
+
+
 async def test_relay_running_past_a_refused_row_keeps_publishing(infra: Infra) -> None:
     settings = await new_env(infra)
     async with node(settings) as n:
