@@ -164,6 +164,10 @@ class _LeanField:
         return default
 
 
+#: A subfield mark followed by a byte that is not ASCII: a code pymarc has to repair.
+_NON_ASCII_CODE = re.compile(rb"\x1f[\x80-\xff]")
+
+
 def _lean(raw: bytes) -> _Indexed:
     """The fields of a UTF-8 ISO 2709 record, read straight from its directory.
 
@@ -189,6 +193,10 @@ def _lean(raw: bytes) -> _Indexed:
     directory = raw[24:start - 1]
     if not directory or len(directory) % 12 or not directory.isdigit():
         raise _Declined  # (tags too: a letter in a tag is pymarc's to read)
+    if _NON_ASCII_CODE.search(raw, start):
+        # A subfield code that is not ASCII, in any field (pymarc reads every field, and
+        # repairs such a code or refuses the record for it), not only in those a bib reads.
+        raise _Declined
     fields: list[_Field] = []
     for at in range(0, len(directory), 12):
         offset = start + int(directory[at + 7:at + 12])

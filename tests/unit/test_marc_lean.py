@@ -74,6 +74,15 @@ def test_a_marc8_record_is_left_to_pymarc() -> None:
     assert isinstance(read, domain.BibData) and read.title == "Fortress besieged"
 
 
+def test_a_non_ascii_subfield_code_in_a_field_no_bib_reads_is_refused_as_pymarc_does() -> None:
+    # Found by the property test below: 010's code is U+0080, which pymarc can neither
+    # read nor repair; the lean reader never looked at 010's subfields and took the record.
+    raw = (b"00088    a2200061   4500001000100000001000100001010002400002\x1e\x1e\x1e00"
+           b"\x1f\x1f\xc2\x80\xc2\x80\xc2\x80\xc2\x80\xe0\xa0\x80\xf0\x90\x80\x80"
+           b"\xf0\x90\x80\x80\x1e\x1d")
+    assert both_ways(raw, "marc21") == "unreadable record: string index out of range"
+
+
 _TAGS = ("001", "008", "010", "020", "041", "082", "084", "100", "101", "200", "210", "245",
          "260", "264", "500", "606", "650", "690", "700", "852", "905", "952")
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",),
