@@ -530,7 +530,10 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"| {run['call']} at {run['rate']}/s on `{run['process']}` while "
             f"{result['parameters']['load_rate']:,} check-ins/s are consumed: p50 / p99 | "
-            f"{run['p50_ms']:.1f} / **{run['p99_ms']:.1f} ms** ({run['errors']} errors) | "
+            f"{run['p50_ms']:.1f} / **{run['p99_ms']:.1f} ms** ({run['errors']} errors"
+            + (f"; the {run['warm_up_calls']} warm-up calls before them, not counted: p99 "
+               f"{run['warm_up_p99_ms']:.1f} ms" if "warm_up_calls" in run else "")
+            + ") | "
             f"p99 {_ratio(run['p99_ms'], live.get(run['process'], 0.0))} times `GET /live` p99 "
             f"on it ({live.get(run['process'], 0.0):.1f} ms) | p99 ≤ 50 ms |")
     lines += [

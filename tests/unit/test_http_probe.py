@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from devtools.bench.http_probe import under_load
 
 
-async def _server(block_ms: float) -> tuple[asyncio.Server, str]:
-    """A tiny HTTP/1.1 server: 202 to POST, 200 to GET; the first GET /live blocks this
-    loop (the one the probe also runs on) for `block_ms`, as a stalled client would."""
+async def _server(block_ms: float, posted: list[str] | None = None,
+                  ) -> tuple[asyncio.Server, str]:
+    """A tiny HTTP/1.1 server: 202 to POST (its barcode noted in `posted`), 200 to GET;
+    the first GET /live blocks this loop (the one the probe also runs on) for `block_ms`,
+    as a stalled client would."""
     blocked = False
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -22,7 +25,9 @@ async def _server(block_ms: float) -> tuple[asyncio.Server, str]:
                 name, _, value = header.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value)
-            await reader.readexactly(length)
+            body = await reader.readexactly(length)
+            if method == b"POST" and posted is not None:
+                posted.append(json.loads(body)["subject"])
             if path == b"/live" and not blocked and block_ms:
                 blocked = True
                 time.sleep(block_ms / 1000)  # noqa: ASYNC251 - the stall is the point
@@ -37,14 +42,18 @@ async def _server(block_ms: float) -> tuple[asyncio.Server, str]:
 
 
 async def test_the_probe_counts_each_call_and_reports_its_own_loop_lag() -> None:
-    server, url = await _server(block_ms=120)
+    posted: list[str] = []
+    server, url = await _server(block_ms=120, posted=posted)
     try:
         post, live = await under_load(url, "POST /branch-events", 40, 0.5,
-                                      [f"B{i}" for i in range(20)],
+                                      [f"B{i}" for i in range(40)],
                                       desk={"Authorization": "x"}, admin={})
     finally:
         server.close()
     assert (post["call"], post["ok"], post["errors"]) == ("POST /branch-events", 20, 0)
+    assert post["warm_up_calls"] == 20  # sent before, on the spare barcodes, not counted
+    assert sorted(posted[:20]) == sorted(f"B{i}" for i in range(20, 40))
+    assert sorted(posted[20:]) == sorted(f"B{i}" for i in range(20))
     assert live["call"] == "GET /live (raw baseline)" and live["ok"] == 2
     # The 120 ms stall was the client's own loop: it shows in the client's lag.
     assert isinstance(post["client_loop_lag_max_ms"], float)
