@@ -117,6 +117,49 @@ async def raw_postgres(dsn: str, seconds: float = 3.0) -> dict[str, float]:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+#: The write-ahead log a phase wrote, by table and kind of record (pg_walinspect, shipped
+#: with Postgres): where Postgres's writing goes, steadier between runs than any time.
+_WAL_BY_TABLE = """
+    WITH r AS (SELECT record_type, record_length,
+                      (regexp_match(block_ref, 'rel \\d+/\\d+/(\\d+)'))[1]::oid AS node
+               FROM pg_get_wal_records_info($1, $2))
+    SELECT coalesce(n.nspname || '.' || c.relname, 'other') AS relation, record_type,
+           count(*) AS records, sum(record_length) AS bytes
+    FROM r LEFT JOIN pg_class c ON c.relfilenode = r.node
+           LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+    GROUP BY 1, 2 ORDER BY bytes DESC LIMIT $3"""
+
+
+async def wal_position(dsn: str) -> int:
+    """Where Postgres's write-ahead log is now (asyncpg reads an LSN as an integer)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT pg_current_wal_lsn()"))
+    finally:
+        await conn.close()
+
+
+async def wal_written(dsn: str, since: int, per: int, top: int = 8) -> dict[str, Any]:
+    """WAL bytes and records written since `since`, per `per` (check-ins), and the `top`
+    tables and record kinds that wrote most of it (empty where pg_walinspect is missing)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        now = int(await conn.fetchval("SELECT pg_current_wal_lsn()"))
+        total = float(now - since)
+        by_table: list[dict[str, Any]] = []
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+            rows = await conn.fetch(_WAL_BY_TABLE, since, now, top)
+            by_table = [{"relation": r["relation"], "record": r["record_type"],
+                         "records_per_checkin": round(r["records"] / per, 2),
+                         "bytes_per_checkin": round(float(r["bytes"]) / per)} for r in rows]
+        except asyncpg.PostgresError as exc:
+            say(f"    (no WAL breakdown: {exc})")
+        return {"bytes_per_checkin": round(total / per), "top": by_table}
+    finally:
+        await conn.close()
+
+
 def _cpu_of(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -377,6 +420,7 @@ async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
     phases = Phases(processes)
 
     say(f"  throughput: {n_tp:,} check-ins at {RETURNED_AT} pushed at once ...")
+    wal_from = await wal_position(dsn)
     async with phases.phase("throughput"):
         t0 = time.perf_counter()
         futs = [await producer.send("branch.events", value=checkin(b, RETURNED_AT),
@@ -386,6 +430,7 @@ async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
         await _arrive(watcher, {b.encode() for b in tp_codes}, 600)
     t_end = max(watcher.arrived[b.encode()] for b in tp_codes)
     throughput = n_tp / (t_end - t0)
+    wal = await wal_written(dsn, wal_from, n_tp)
     say(f"    {throughput:,.0f} check-ins/s fully turned into shipments")
 
     latency = []
@@ -434,7 +479,7 @@ async def run_system(stack: Stack, settings: Settings, args: argparse.Namespace,
     return {
         "throughput": {"checkins": n_tp, "push_s": pushed_s, "elapsed_s": t_end - t0,
                        "checkins_per_s": throughput,
-                       "cpu_cores_used": phases.cores["throughput"]},
+                       "cpu_cores_used": phases.cores["throughput"], "wal": wal},
         "latency": latency,
         "http": http_runs,
         "cpu_cores_by_phase": phases.cores,
@@ -582,6 +627,16 @@ def render(result: dict[str, Any]) -> str:
     lines += ["", "CPU per check-in in the throughput phase (ms; steadier between runs than "
               "the rates, which also move with how fast this machine is that minute): "
               + ", ".join(f"{name} {ms:.3f}" for name, ms in per_checkin.items()) + "."]
+    wal = s["throughput"].get("wal")
+    if wal:
+        lines += ["", f"Postgres's write-ahead log in the throughput phase: "
+                  f"**{wal['bytes_per_checkin']:,} bytes per check-in**"
+                  + (", most of it:" if wal["top"] else "."), ""]
+        if wal["top"]:
+            lines += ["| table | WAL record | records per check-in | bytes per check-in |",
+                      "|---|---|---|---|"]
+            lines += [f"| {t['relation']} | {t['record']} | {t['records_per_checkin']} | "
+                      f"{t['bytes_per_checkin']:,} |" for t in wal["top"]]
     return "\n".join(lines) + "\n"
 
 
@@ -601,6 +656,8 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
            "raw Postgres commits/s (8 conns)": b["postgres"]["commits_per_s_8_conns"]}
     for name, ms in cpu_ms_per_checkin(result).items():
         out[f"{name} CPU ms per check-in"] = ms
+    if "wal" in s["throughput"]:
+        out["Postgres WAL bytes per check-in"] = s["throughput"]["wal"]["bytes_per_checkin"]
     for lat in s["latency"]:
         out[f"latency p50 ms at {lat['rate']}/s"] = lat["p50_ms"]
         out[f"latency p99 ms at {lat['rate']}/s"] = lat["p99_ms"]
