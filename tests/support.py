@@ -242,3 +242,23 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 30.0
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
         await asyncio.sleep(interval)
+
+
+async def sites_known_everywhere(database_url: str, count: int) -> None:
+    """Wait until acquisition, cataloging and circulation each know `count` sites.
+
+    A network posted to logistics reaches the other services as events: a test that orders
+    for a branch before acquisition has heard of all of them would be refused ("unknown
+    branch").
+    """
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+
+    async def known() -> bool:
+        counts = [await conn.fetchval(f"SELECT count(*) FROM {schema}.site")
+                  for schema in ("acquisition", "cataloging", "circulation")]
+        return all(n >= count for n in counts)
+
+    try:
+        await eventually(known, timeout=60, what="every service to know the network's sites")
+    finally:
+        await conn.close()

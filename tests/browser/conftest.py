@@ -27,7 +27,7 @@ from devtools.infra import free_port
 from devtools.stack import DEMO_NETWORK, Stack
 from shared.contracts import SERVICES
 from shared.service.db import make_engine
-from tests.support import SIGNING_KEY, Infra, new_env, token
+from tests.support import SIGNING_KEY, Infra, new_env, sites_known_everywhere, token
 from web.users import save_user
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -103,9 +103,11 @@ async def web(infra: Infra) -> AsyncIterator[Web]:
             stack.start_service(name)
         stack.start_web(free_port())
         stack.wait_healthy(timeout=120)
-        r = await http.post(stack.url("logistics") + "/network",
-                            json=json.loads(DEMO_NETWORK.read_text()), headers=token("admin"))
+        network = json.loads(DEMO_NETWORK.read_text())
+        r = await http.post(stack.url("logistics") + "/network", json=network,
+                            headers=token("admin"))
         assert r.status_code == 200, r.text
+        await sites_known_everywhere(settings.database_url, len(network["sites"]))
         engine = make_engine(settings.database_url, pool_size=1)
         async with AsyncSession(engine, expire_on_commit=False) as session:
             for name, (role, site, driver) in USERS.items():

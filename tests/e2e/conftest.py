@@ -15,7 +15,7 @@ from devtools.infra import free_port
 from devtools.stack import DEMO_NETWORK, Stack
 from shared.contracts import SERVICES
 from shared.service.settings import Settings
-from tests.support import SIGNING_KEY, Infra, new_env, token
+from tests.support import SIGNING_KEY, Infra, new_env, sites_known_everywhere, token
 
 
 class E2E:
@@ -58,8 +58,10 @@ async def system(infra: Infra) -> AsyncIterator[E2E]:
         for name in SERVICES:
             stack.start_service(name)
         stack.wait_healthy(timeout=90)
-        r = await e2e.post("logistics", "/network", json.loads(DEMO_NETWORK.read_text()))
+        network = json.loads(DEMO_NETWORK.read_text())
+        r = await e2e.post("logistics", "/network", network)
         assert r.status_code == 200, r.text
+        await sites_known_everywhere(settings.database_url, len(network["sites"]))
         yield e2e
     finally:
         await e2e.http.aclose()
