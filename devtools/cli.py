@@ -6,7 +6,7 @@
     branchline routes bench       the route planner on VRPLIB instances (gap to best-known)
     branchline bench              the throughput/latency benchmark (devtools/bench/)
     branchline acquisition bench  a network-sized order opened and received (devtools/bench/)
-    branchline replay --since T   re-publish outbox rows published at or after T
+    branchline replay --since T   re-publish outbox rows written at or after T
     branchline parked list        records parked for good (never publishable / consumable)
     branchline parked retry ID    put a parked record back into its service's outbox
     branchline users add NAME     a staff user of the web pages (role, site, password)
@@ -252,7 +252,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             print(f"{name:<12} {count} rows marked for re-publishing "
-                  f"(published since {args.since.isoformat()})")
+                  f"(written since {args.since.isoformat()})")
         return 1 if failed else 0
 
     return asyncio.run(run())
@@ -441,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default=str(PROJECT_ROOT / "devtools" / "bench" / "results"))
     bench.set_defaults(func=cmd_bench)
 
-    rep = sub.add_parser("replay", help="re-publish outbox rows published since a time")
+    rep = sub.add_parser("replay", help="re-publish outbox rows written since a time "
+                         "(choose it at or before the broker's restore point, less the "
+                         "relay's lag)")
     rep.add_argument("--since", required=True, type=parse_time,
                      help="ISO 8601 time (local time when it has no zone)")
     rep.add_argument("--service", action="append", choices=SERVICES,

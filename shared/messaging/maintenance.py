@@ -40,17 +40,21 @@ __all__ = ["ParkedRecord", "ParkedRetryError", "Pruned", "list_parked", "open_co
            "prune", "refresh_table_rows", "replay", "retry_parked"]
 
 async def replay(ctx: ServiceContext, since: datetime) -> int:
-    """Mark every outbox row published at or after `since` unpublished again.
+    """Mark every outbox row written at or after `since` unpublished again.
 
     The leading relay then re-publishes them in id order, before anything newer; consumers'
-    inboxes drop the ones they already applied. Returns how many rows were marked.
+    inboxes drop the ones they already applied. A row is published after it is written, so
+    choose `since` at or before the broker's restore point, less the relay's lag then (a
+    replay from earlier only sends more that consumers drop). Returns how many rows were
+    marked (those still unpublished are left as they are).
     """
     if since.tzinfo is None:
         raise ValueError("since must carry a time zone")
     s = ctx.tables.schema
     async with ctx.sessionmaker() as session, session.begin():
         result: Any = await session.execute(
-            text(f'UPDATE "{s}".outbox SET published_at = NULL WHERE published_at >= :since'),
+            text(f'INSERT INTO "{s}".outbox_unpublished (id) SELECT id FROM "{s}".outbox '
+                 "WHERE created_at >= :since ORDER BY id ON CONFLICT DO NOTHING"),
             {"since": since},
         )
         count = int(result.rowcount or 0)
@@ -121,8 +125,9 @@ async def retry_parked(ctx: ServiceContext, parked_id: int) -> int:
         if prefix and topic.startswith(prefix):  # a consumed record's topic is prefixed
             topic = topic[len(prefix):]
         outbox_id = (await session.execute(
-            text(f'INSERT INTO "{s}".outbox (topic, key, value, headers, event_type) '
+            text(f'WITH o AS (INSERT INTO "{s}".outbox (topic, key, value, headers, event_type) '
                  "VALUES (:topic, :key, :value, CAST(:headers AS jsonb), :event_type) "
+                 f'RETURNING id) INSERT INTO "{s}".outbox_unpublished (id) SELECT id FROM o '
                  "RETURNING id"),
             {"topic": topic, "key": row.key, "value": row.value,
              "headers": _json(row.headers),

@@ -4,11 +4,11 @@ A handler's state change, the inbox row of the event it handled and the events i
 commit in one transaction (see unit_of_work.py). The relay of the service's leader (one per
 service, by advisory lock) claims committed, unpublished outbox rows in id order with
 `FOR UPDATE` (never a "last id seen" cursor: sequences commit out of order), publishes them
-without awaiting each one, waits for every acknowledgement (acks=all), and only then marks
-them published (`published_at`). A crash anywhere means a re-publish, never a loss.
-Published rows are kept for the retention window so a broker that lost its data can be
-refilled (`maintenance.replay`); a row the broker refuses for good is parked, never retried
-as a batch forever.
+without awaiting each one, waits for every acknowledgement (acks=all), and only then commits
+them published (their ids deleted from `outbox_unpublished`). A crash anywhere means a
+re-publish, never a loss. Published rows are kept for the retention window so a broker that
+lost its data can be refilled (`maintenance.replay`); a row the broker refuses for good is
+parked, never retried as a batch forever.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class OutboxTables:
 
     schema: str
     outbox: Table
+    unpublished: Table
     inbox: Table
     parked: Table
 
@@ -86,12 +87,19 @@ def outbox_tables(schema: str, metadata: MetaData | None = None) -> OutboxTables
         Column("headers", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
         Column("event_type", String, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        # Set once the broker acknowledged the record; published rows are kept for the
-        # retention window so a broker that lost its data can be refilled (replay).
-        Column("published_at", DateTime(timezone=True), nullable=True),
-        Index(f"ix_{schema}_outbox_unpublished", "id",
-              postgresql_where=text("published_at IS NULL")),
-        Index(f"ix_{schema}_outbox_published_at", "published_at"),
+        # Rows are never updated: published rows are kept for the retention window (from
+        # `created_at`) so a broker that lost its data can be refilled (replay). BRIN: a
+        # few pages of summaries for a column that grows with the table's order.
+        Index(f"ix_{schema}_outbox_created_at", "created_at", postgresql_using="brin"),
+        schema=schema,
+    )
+    # The ids not yet acknowledged by the broker, written with their outbox rows and deleted
+    # by the relay once acknowledged: a narrow row to insert and delete instead of rewriting
+    # the wide outbox row (about a third of a check-in's write-ahead log, measured).
+    unpublished = Table(
+        "outbox_unpublished",
+        md,
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
         schema=schema,
     )
     inbox = Table(
@@ -124,7 +132,7 @@ def outbox_tables(schema: str, metadata: MetaData | None = None) -> OutboxTables
         Column("retried_at", DateTime(timezone=True), nullable=True),
         schema=schema,
     )
-    return OutboxTables(schema, outbox, inbox, parked)
+    return OutboxTables(schema, outbox, unpublished, inbox, parked)
 
 
 def encode_headers(headers: Iterable[tuple[str, bytes | None]]) -> list[dict[str, str | None]]:
@@ -524,23 +532,25 @@ class OutboxRelay:
         schema = self.ctx.tables.schema
         self._claimed = 0
         async with self.ctx.sessionmaker() as session, session.begin():
-            # Claimed and marked published in one statement; the mark commits only once the
-            # broker acknowledged every row (a failure rolls it back, and the rows stay
-            # unpublished). Plain FOR UPDATE, not SKIP LOCKED: a relay that is no longer
-            # the leader but still holds a claimed window is waited for, never overtaken
-            # (per-key order).
+            # Claimed, read and marked published in one statement; the mark (the ids deleted
+            # from outbox_unpublished) commits only once the broker acknowledged every row
+            # (a failure rolls it back, and the rows stay unpublished). Plain FOR UPDATE,
+            # not SKIP LOCKED: a relay that is no longer the leader but still holds a
+            # claimed window is waited for, never overtaken (per-key order).
             result = await session.execute(
                 text(
                     # MATERIALIZED: the window is chosen and locked once, whatever the plan.
-                    f'WITH claimed AS MATERIALIZED (SELECT id FROM "{schema}".outbox '
-                    "WHERE published_at IS NULL ORDER BY id LIMIT :n FOR UPDATE) "
-                    f'UPDATE "{schema}".outbox o SET published_at = now() FROM claimed '
-                    "WHERE o.id = claimed.id RETURNING o.id, o.topic, o.key, o.value, "
-                    "o.headers::text AS headers, o.event_type"
+                    f'WITH claimed AS MATERIALIZED (SELECT id FROM "{schema}".outbox_unpublished '
+                    "ORDER BY id LIMIT :n FOR UPDATE), "
+                    f'marked AS (DELETE FROM "{schema}".outbox_unpublished u USING claimed '
+                    "WHERE u.id = claimed.id) "
+                    "SELECT o.id, o.topic, o.key, o.value, o.headers::text AS headers, "
+                    f'o.event_type FROM "{schema}".outbox o JOIN claimed ON o.id = claimed.id '
+                    "ORDER BY o.id"
                 ),
                 {"n": self.batch},
             )
-            rows = sorted(result.all(), key=lambda row: row.id)  # RETURNING has no order
+            rows = result.all()
             if not rows:
                 return 0
             self._claimed = len(rows)
@@ -634,8 +644,7 @@ class OutboxRelay:
         async with self.ctx.sessionmaker() as session:
             count = (
                 await session.execute(
-                    text(f'SELECT count(*) FROM "{self.ctx.tables.schema}".outbox '
-                         "WHERE published_at IS NULL")
+                    text(f'SELECT count(*) FROM "{self.ctx.tables.schema}".outbox_unpublished')
                 )
             ).scalar_one()
         metrics.OUTBOX_BACKLOG.labels(self.ctx.service).set(count)
@@ -687,8 +696,9 @@ async def prune(ctx: ServiceContext) -> Pruned:
     inbox_s = settings.inbox_retention_days * DAY_S
     outbox = await _delete_chunked(
         ctx,
-        f'DELETE FROM "{s}".outbox WHERE id IN (SELECT id FROM "{s}".outbox '
-        "WHERE published_at < now() - make_interval(secs => :secs) LIMIT :n)",
+        f'DELETE FROM "{s}".outbox WHERE id IN (SELECT o.id FROM "{s}".outbox o '
+        "WHERE o.created_at < now() - make_interval(secs => :secs) AND NOT EXISTS "
+        f'(SELECT 1 FROM "{s}".outbox_unpublished u WHERE u.id = o.id) LIMIT :n)',
         {"secs": outbox_s},
     )
     inbox = await _delete_chunked(
@@ -724,7 +734,7 @@ async def prune(ctx: ServiceContext) -> Pruned:
 async def refresh_table_rows(ctx: ServiceContext) -> dict[str, int]:
     """Set `branchline_table_rows` (and the backlog) for the messaging tables.
 
-    `outbox_unpublished` and `parked` are exact (a partial index; a small table); the
+    `outbox_unpublished` and `parked` are exact (small tables); the
     retained outbox and the inbox are the planner's estimate once they are large.
     """
     s = ctx.tables.schema
@@ -742,7 +752,7 @@ async def refresh_table_rows(ctx: ServiceContext) -> dict[str, int]:
             return int(tuples)
 
         unpublished = int(await scalar(
-            f'SELECT count(*) FROM "{s}".outbox WHERE published_at IS NULL'))
+            f'SELECT count(*) FROM "{s}".outbox_unpublished'))
         outbox_total = await estimate("outbox", f'SELECT count(*) FROM "{s}".outbox')
         counts = {
             "outbox_unpublished": unpublished,

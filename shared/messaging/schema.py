@@ -48,3 +48,34 @@ def drop_retention_and_parking(schema: str) -> None:
     op.drop_index(f"ix_{schema}_outbox_published_at", "outbox", schema=schema)
     op.drop_index(f"ix_{schema}_outbox_unpublished", "outbox", schema=schema)
     op.drop_column("outbox", "published_at", schema=schema)
+
+
+def add_outbox_unpublished(schema: str) -> None:
+    """The relay's queue as a narrow table of ids (`outbox_unpublished`) instead of a
+    `published_at` rewritten on every outbox row; retention counts from `created_at`."""
+    op.create_table(
+        "outbox_unpublished",
+        sa.Column("id", sa.BigInteger(), autoincrement=False, primary_key=True),
+        schema=schema,
+    )
+    op.execute(f'INSERT INTO "{schema}".outbox_unpublished (id) '
+               f'SELECT id FROM "{schema}".outbox WHERE published_at IS NULL')
+    op.drop_index(f"ix_{schema}_outbox_published_at", "outbox", schema=schema)
+    op.drop_index(f"ix_{schema}_outbox_unpublished", "outbox", schema=schema)
+    op.drop_column("outbox", "published_at", schema=schema)
+    op.create_index(f"ix_{schema}_outbox_created_at", "outbox", ["created_at"], schema=schema,
+                    postgresql_using="brin")
+
+
+def drop_outbox_unpublished(schema: str) -> None:
+    op.drop_index(f"ix_{schema}_outbox_created_at", "outbox", schema=schema)
+    op.add_column("outbox", sa.Column("published_at", sa.DateTime(timezone=True)),
+                  schema=schema)
+    # Rows already published get their creation time: the best time known.
+    op.execute(f'UPDATE "{schema}".outbox o SET published_at = o.created_at WHERE NOT EXISTS '
+               f'(SELECT 1 FROM "{schema}".outbox_unpublished u WHERE u.id = o.id)')
+    op.create_index(f"ix_{schema}_outbox_unpublished", "outbox", ["id"], schema=schema,
+                    postgresql_where=sa.text("published_at IS NULL"))
+    op.create_index(f"ix_{schema}_outbox_published_at", "outbox", ["published_at"],
+                    schema=schema)
+    op.drop_table("outbox_unpublished", schema=schema)

@@ -499,14 +499,17 @@ class SqlUnitOfWork(UnitOfWork):
 
     async def _write_last(self, driver: Any, rows: list[dict[str, Any]]) -> None:
         """The pending bulk rows and the outbox rows in one statement: each table's INSERT
-        a data-modifying `WITH` part of the outbox's (or of the last table's) INSERT."""
+        a data-modifying `WITH` part of the last INSERT (the outbox rows' ids into
+        `outbox_unpublished`, for the relay)."""
         statements, arrays = self.bulk.take(1)
         if rows:
-            n = len(arrays)
+            n, schema = len(arrays), self.ctx.tables.schema
             statements.append(
-                f'INSERT INTO "{self.ctx.tables.schema}".outbox (topic, key, value, headers, '
+                f'INSERT INTO "{schema}".outbox (topic, key, value, headers, '
                 f"event_type) SELECT * FROM unnest(${n + 1}::text[], ${n + 2}::bytea[], "
-                f"${n + 3}::bytea[], ${n + 4}::text[]::jsonb[], ${n + 5}::text[])")
+                f"${n + 3}::bytea[], ${n + 4}::text[]::jsonb[], ${n + 5}::text[]) RETURNING id")
+            statements.append(f'INSERT INTO "{schema}".outbox_unpublished (id) '
+                              f"SELECT id FROM w{len(statements) - 1}")
             arrays += [[r["topic"] for r in rows], [r["key"] for r in rows],
                        [r["value"] for r in rows],
                        [_CONTENT_TYPE_JSON if r["headers"] is _CONTENT_TYPE_HEADERS

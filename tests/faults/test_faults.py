@@ -232,8 +232,9 @@ async def _check(cluster: Cluster, name: str, sent: Sent) -> None:
             story = []
             for row in stuck:
                 rows = await conn.fetch(
-                    "SELECT id, event_type, published_at IS NOT NULL AS published FROM "
-                    "circulation.outbox WHERE key = $1 ORDER BY id", row[0].encode())
+                    "SELECT id, event_type, NOT EXISTS (SELECT 1 FROM "
+                    "circulation.outbox_unpublished u WHERE u.id = o.id) AS published FROM "
+                    "circulation.outbox o WHERE key = $1 ORDER BY id", row[0].encode())
                 story.append((row[0], [tuple(r) for r in rows]))
         finally:
             await conn.close()

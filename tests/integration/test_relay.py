@@ -114,8 +114,8 @@ async def test_a_row_refused_for_good_is_parked_and_the_rest_published(infra: In
         assert "MessageSizeTooLargeError" in parked[0].reason
         assert metrics.PARKED.labels(SCHEMA, "publish", "too_large")._value.get() == before + 1
         # the parked row left the outbox; the published ones are kept, marked published
-        assert await scalar(n.ctx, "SELECT count(*) FROM circulation.outbox "
-                                   "WHERE published_at IS NOT NULL") == 2
+        assert await scalar(n.ctx, "SELECT count(*) FROM circulation.outbox") == 2
+        assert await scalar(n.ctx, "SELECT count(*) FROM circulation.outbox_unpublished") == 0
         assert await scalar(n.ctx, f"SELECT count(*) FROM circulation.outbox "
                                    f"WHERE id = {big_id}") == 0
 
@@ -137,12 +137,10 @@ async def test_a_window_the_broker_did_not_acknowledge_stays_unpublished(
         monkeypatch.setattr(n.producer, "send_batch", broker_gone)
         with pytest.raises(ConnectionError):
             await n.relay.drain_once()
-        assert await scalar(n.ctx, "SELECT count(*) FROM circulation.outbox "
-                                   "WHERE published_at IS NULL") == 3
+        assert await scalar(n.ctx, "SELECT count(*) FROM circulation.outbox_unpublished") == 3
         monkeypatch.setattr(n.producer, "send_batch", real_send_batch)
         assert await n.relay.drain_once() == 3
-        assert await scalar(n.ctx, "SELECT count(*) FROM circulation.outbox "
-                                   "WHERE published_at IS NULL") == 0
+        assert await scalar(n.ctx, "SELECT count(*) FROM circulation.outbox_unpublished") == 0
         records = await read_topic(settings, "circulation.transfers", at_least=3, settle=0.5)
         assert [r.value for r in records if r.key == b"K"] == [b"w-1", b"w-3"]
         assert sorted(r.value for r in records) == [b"w-1", b"w-2", b"w-3"]
@@ -220,8 +218,8 @@ async def test_one_relay_leads_and_another_takes_over(infra: Infra) -> None:
 
         async def all_published() -> bool:
             await one_leader()  # asserts at most one leader each time it looks
-            return await scalar(a.ctx, "SELECT count(*) FROM circulation.outbox "
-                                       "WHERE published_at IS NULL") == 0
+            return await scalar(a.ctx, "SELECT count(*) FROM "
+                                       "circulation.outbox_unpublished") == 0
 
         first = await eventually(one_leader, what="a leader")
         follower = b.relay if first is a.relay else a.relay
@@ -285,7 +283,7 @@ async def test_a_commit_in_another_process_wakes_the_leader(infra: Infra) -> Non
 # ------------------------------------------------------------------ retention (item 9)
 
 
-async def test_replay_republishes_rows_published_since(infra: Infra) -> None:
+async def test_replay_republishes_rows_written_since(infra: Infra) -> None:
     settings = await new_env(infra)
     async with node(settings) as n:
         await queue(n.ctx, [(b"R", b"old"), (b"R", b"r-1"), (b"R", b"r-2")])
@@ -293,7 +291,7 @@ async def test_replay_republishes_rows_published_since(infra: Infra) -> None:
         assert await n.relay.drain_once() == 0  # published rows are kept, not claimed again
         async with n.ctx.sessionmaker() as session, session.begin():
             await session.execute(text(
-                "UPDATE circulation.outbox SET published_at = now() - interval '2 hours' "
+                "UPDATE circulation.outbox SET created_at = now() - interval '2 hours' "
                 "WHERE value = 'old'::bytea"))
         since = datetime.now(UTC) - timedelta(hours=1)
         assert await maintenance.replay(n.ctx, since) == 2
@@ -315,10 +313,12 @@ async def test_prune_deletes_only_what_is_past_retention(infra: Infra) -> None:
                    reason="never retried", value=b"3")
         async with n.ctx.sessionmaker() as session, session.begin():
             for sql in (
-                "UPDATE circulation.outbox SET published_at = now() - interval '8 days' "
+                "UPDATE circulation.outbox SET created_at = now() - interval '8 days' "
                 "WHERE value = 'old-published'::bytea",
-                "UPDATE circulation.outbox SET published_at = now() - interval '1 day' "
+                "UPDATE circulation.outbox SET created_at = now() - interval '1 day' "
                 "WHERE value = 'new-published'::bytea",
+                "DELETE FROM circulation.outbox_unpublished WHERE id IN (SELECT id FROM "
+                "circulation.outbox WHERE value IN ('old-published', 'new-published'))",
                 "UPDATE circulation.outbox SET created_at = now() - interval '30 days' "
                 "WHERE value = 'old-unpublished'::bytea",
                 "INSERT INTO circulation.inbox (source, id, received_at) VALUES "
