@@ -539,14 +539,15 @@ class OutboxRelay:
             # claimed window is waited for, never overtaken (per-key order).
             result = await session.execute(
                 text(
-                    # MATERIALIZED: the window is chosen and locked once, whatever the plan.
-                    f'WITH claimed AS MATERIALIZED (SELECT id FROM "{schema}".outbox_unpublished '
-                    "ORDER BY id LIMIT :n FOR UPDATE), "
-                    f'marked AS (DELETE FROM "{schema}".outbox_unpublished u USING claimed '
-                    "WHERE u.id = claimed.id) "
+                    # `= ANY(ARRAY(...))`: the window is chosen and locked once, and each
+                    # table is read by its primary key whatever the planner thinks of their
+                    # sizes (a join read the whole of a churned outbox_unpublished per window).
+                    f'WITH claimed AS (DELETE FROM "{schema}".outbox_unpublished WHERE id = '
+                    f'ANY(ARRAY(SELECT id FROM "{schema}".outbox_unpublished ORDER BY id '
+                    "LIMIT :n FOR UPDATE)) RETURNING id) "
                     "SELECT o.id, o.topic, o.key, o.value, o.headers::text AS headers, "
-                    f'o.event_type FROM "{schema}".outbox o JOIN claimed ON o.id = claimed.id '
-                    "ORDER BY o.id"
+                    f'o.event_type FROM "{schema}".outbox o WHERE o.id = '
+                    "ANY(ARRAY(SELECT id FROM claimed)) ORDER BY o.id"
                 ),
                 {"n": self.batch},
             )
