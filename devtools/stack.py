@@ -110,7 +110,7 @@ class Stack:
         """Restart the embedded broker if it died, then refill it from the outboxes.
 
         The embedded broker keeps everything in memory, so it comes back empty: the
-        contract's topics are created again and every service's outbox rows published
+        contract's topics are created again and every service's outbox rows written
         within the retention window are marked for re-publishing (`maintenance.replay`);
         consumers' inboxes drop what they had already applied. Returns what was done (for
         `branchline up` to print), or None when the broker is running (or external).
